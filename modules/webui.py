@@ -1,0 +1,152 @@
+"""Start-up: flags → logging → folders → settings → device → extension installers → HTTP server.
+
+The browser UI (Gradio) is mounted on a FastAPI app; `--api` adds the `/sdapi/v1` routes beside it and `--nowebui`
+serves the API alone on port 7861, as in A1111. The process prints one readiness line with the URL once the server
+accepts connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+import threading
+import time
+
+from modules import cmd_args, devices, shared
+from modules.logging_config import setup_logging
+from modules.options import Options
+from modules.paths import Paths, paths_from_args
+from modules.shared_options import options_templates
+
+log = logging.getLogger(__name__)
+
+DEFAULT_UI_PORT = 7860
+DEFAULT_API_PORT = 7861
+
+
+def parse_credentials(text: str) -> list[tuple[str, str]]:
+    """`user:pass,user2:pass2` (A1111's --gradio-auth / --api-auth format) into pairs; rejects malformed entries."""
+    pairs = []
+    for item in text.replace("\n", ",").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        user, sep, password = item.partition(":")
+        if not sep or not user:
+            raise ValueError(f"credentials must look like user:password, got {item!r}")
+        pairs.append((user, password))
+    return pairs
+
+
+def ui_credentials(args: argparse.Namespace) -> list[tuple[str, str]]:
+    pairs = parse_credentials(args.gradio_auth) if args.gradio_auth else []
+    if args.gradio_auth_path:
+        with open(args.gradio_auth_path, encoding="utf8") as f:
+            pairs += parse_credentials(f.read())
+    return pairs
+
+
+def load_settings(args: argparse.Namespace, paths: Paths) -> Options:
+    frozen_sections = (args.freeze_settings_in_sections or "").split(",")
+    frozen_keys = (args.freeze_specific_settings or "").split(",")
+    opts = Options(options_templates, frozen=args.freeze_settings,
+                   frozen_sections=[s for s in frozen_sections if s], frozen_keys=[k for k in frozen_keys if k])
+    opts.load(paths.settings_file)
+    return opts
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def choose_port(host: str, requested: int | None, default: int) -> int:
+    """The requested port, or the first free one from the default upwards (as Gradio does for 7860)."""
+    if requested is not None:
+        return requested
+    for port in range(default, default + 100):
+        if port_is_free(host, port):
+            return port
+    raise OSError(f"no free port between {default} and {default + 99}")
+
+
+def bind_host(args: argparse.Namespace) -> str:
+    if args.server_name:
+        return args.server_name
+    return "0.0.0.0" if args.listen else "127.0.0.1"
+
+
+def initialize(argv: list[str]) -> argparse.Namespace:
+    """Everything before the server: flags, logging, folders, settings, device. Fills `modules.shared`."""
+    from modules import extensions_install
+
+    args = cmd_args.parse_args(argv)
+    setup_logging(args.loglevel)
+    paths = paths_from_args(args)
+    paths.ensure()
+    opts = load_settings(args, paths)
+    choice = devices.choose(devices.detect_capabilities(), args)
+    if choice.notice:
+        log.info(choice.notice)
+    shared.cmd_opts, shared.opts, shared.paths, shared.device_choice = args, opts, paths, choice
+    shared.device = choice.device
+    extensions_install.run_installers(paths, opts, args)
+    return args
+
+
+def build_app(args: argparse.Namespace):
+    """The FastAPI app with the UI mounted (unless --nowebui)."""
+    from fastapi import FastAPI
+
+    from modules import app_factory
+
+    app = FastAPI(title="Atelier API", docs_url="/docs", redoc_url="/redoc", root_path=args.subpath or "")
+    app_factory.add_middleware(app, args)
+    if args.nowebui:
+        return app
+    return app_factory.mount_ui(app, args, ui_credentials(args))
+
+
+def serve(app, args: argparse.Namespace) -> None:
+    """Run uvicorn until interrupted; print one readiness line once it accepts connections."""
+    import uvicorn
+
+    host = bind_host(args)
+    port = choose_port(host, args.port, DEFAULT_API_PORT if args.nowebui else DEFAULT_UI_PORT)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                            timeout_keep_alive=args.timeout_keep_alive,
+                            ssl_keyfile=args.tls_keyfile, ssl_certfile=args.tls_certfile)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="http-server", daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        time.sleep(0.05)
+    if not thread.is_alive():
+        sys.exit(f"The server could not start on {host}:{port} (see the messages above).")
+    scheme = "https" if args.tls_certfile else "http"
+    shown_host = "127.0.0.1" if host == "0.0.0.0" else host
+    what = "API" if args.nowebui else "UI"
+    print(f"Atelier {what} ready: {scheme}://{shown_host}:{port}{args.subpath or ''}/", flush=True)
+    if args.autolaunch and not args.nowebui:
+        import webbrowser
+
+        webbrowser.open(f"{scheme}://{shown_host}:{port}/")
+    try:
+        while thread.is_alive():
+            thread.join(0.5)
+    except KeyboardInterrupt:
+        print("Stopping...", flush=True)
+        server.should_exit = True
+        thread.join(10)
+
+
+def main(argv: list[str]) -> None:
+    args = initialize(argv)
+    serve(build_app(args), args)

@@ -1,0 +1,86 @@
+"""End-to-end start-up: `launch.py` in a real process serves real HTTP and prints its readiness line."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+
+def start(root: Path, python: str, data_dir: Path, *flags: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([python, "launch.py", "--skip-install", "--data-dir", str(data_dir), "--port", str(port),
+                             *flags], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    lines = []
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        lines.append(line)
+        if "ready:" in line:
+            return proc, f"http://127.0.0.1:{port}"
+    proc.kill()
+    pytest.fail("server did not become ready:\n" + "".join(lines))
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=30) as r:
+            return r.status, r.read().decode("utf8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf8", "replace")
+
+
+@pytest.fixture
+def server(request, root, python, tmp_path):
+    procs = []
+
+    def _start(*flags):
+        proc, url = start(root, python, tmp_path, *flags)
+        procs.append(proc)
+        return url
+
+    yield _start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_ui_starts_and_creates_the_data_folders(server, tmp_path):
+    url = server()
+    status, body = get(url + "/")
+    assert status == 200 and "gradio" in body.lower()
+    assert (tmp_path / "models" / "Stable-diffusion").is_dir()
+    assert (tmp_path / "outputs" / "txt2img-images").is_dir()
+
+
+def test_nowebui_serves_only_the_api_docs(server):
+    url = server("--nowebui")
+    assert get(url + "/docs")[0] == 200
+    assert get(url + "/")[0] == 404
+
+
+def test_gradio_auth_requires_login(server):
+    url = server("--gradio-auth", "alice:secret")
+    assert get(url + "/config")[0] == 401
+    wrong = urllib.parse.urlencode({"username": "alice", "password": "nope"}).encode()
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url + "/login", data=wrong, timeout=30)
+    assert e.value.code == 400
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    right = urllib.parse.urlencode({"username": "alice", "password": "secret"}).encode()
+    assert opener.open(url + "/login", data=right, timeout=30).status == 200
+    assert opener.open(url + "/config", timeout=30).status == 200
