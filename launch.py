@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / "venv"
 RUNTIME_REQUIREMENTS = ROOT / "requirements.txt"
 TEST_REQUIREMENTS = ROOT / "requirements-test.txt"
+# Test oracles whose declared dependencies are heavy and unused (k-diffusion): installed with --no-deps.
+TEST_REQUIREMENTS_NO_DEPS = ROOT / "requirements-test-nodeps.txt"
 SUPPORTED_PYTHON = ((3, 10), (3, 12))
 COMPAT_NAMES = ("is_installed", "run_pip", "run", "git_clone", "python", "index_url", "dir_repos")
 
@@ -73,7 +75,7 @@ def stamp_file(top: Path) -> Path:
     return VENV / f".atelier-stamp-{top.stem}"
 
 
-def ensure_requirements(top: Path, *, force: bool) -> None:
+def ensure_requirements(top: Path, *, force: bool, no_deps: bool = False) -> None:
     """pip install the requirements into the venv unless the stamp says they are already there."""
     stamp = requirements_stamp(top)
     marker = stamp_file(top)
@@ -81,10 +83,22 @@ def ensure_requirements(top: Path, *, force: bool) -> None:
         return
     print(f"Installing {top.name} into {VENV.name}/ (the first time takes a few minutes)...", flush=True)
     command = [str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", str(top)]
+    if no_deps:
+        command.append("--no-deps")
     result = subprocess.run(command, cwd=ROOT)
     if result.returncode != 0:
         sys.exit(f"Installing {top.name} failed (pip exit code {result.returncode}); see the messages above.")
     marker.write_text(stamp + "\n")
+
+
+def install_requirements(args: list[str], *, force: bool) -> None:
+    """Runtime requirements, or for `--run-tests` the test requirements (which include them) and test oracles."""
+    if "--run-tests" not in args:
+        ensure_requirements(RUNTIME_REQUIREMENTS, force=force)
+        return
+    ensure_requirements(TEST_REQUIREMENTS, force=force)
+    if TEST_REQUIREMENTS_NO_DEPS.exists():
+        ensure_requirements(TEST_REQUIREMENTS_NO_DEPS, force=force, no_deps=True)
 
 
 def prepare_venv(args: list[str]) -> None:
@@ -97,8 +111,7 @@ def prepare_venv(args: list[str]) -> None:
         print(f"Creating the virtual environment in {VENV} ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     if "--skip-install" not in args:
-        top = TEST_REQUIREMENTS if "--run-tests" in args else RUNTIME_REQUIREMENTS
-        ensure_requirements(top, force="--reinstall" in args or "--reinstall-torch" in args)
+        install_requirements(args, force="--reinstall" in args or "--reinstall-torch" in args)
     os.execv(str(venv_python()), [str(venv_python()), str(Path(__file__).resolve()), *sys.argv[1:]])
 
 
@@ -117,8 +130,7 @@ def main() -> None:
         prepare_venv(args)
         return
     if "--skip-install" not in args and in_project_venv():
-        top = TEST_REQUIREMENTS if "--run-tests" in args else RUNTIME_REQUIREMENTS
-        ensure_requirements(top, force=False)
+        install_requirements(args, force=False)
 
     sys.path.insert(0, str(ROOT))
     from modules import launch_utils

@@ -72,3 +72,14 @@ def test_a1111_launch_helpers_are_served():
     with pytest.raises(RuntimeError, match="Error code"):
         module.run("exit 3", live=False)
     assert callable(module.run_pip) and callable(module.git_clone)
+
+
+def test_test_mode_installs_test_requirements_and_no_deps_oracles(monkeypatch):
+    calls = []
+    monkeypatch.setattr(launch, "ensure_requirements", lambda top, **kw: calls.append((top.name, kw)))
+    launch.install_requirements(["--run-tests"], force=False)
+    assert calls == [("requirements-test.txt", {"force": False}),
+                     ("requirements-test-nodeps.txt", {"force": False, "no_deps": True})]
+    calls.clear()
+    launch.install_requirements(["--api"], force=True)
+    assert calls == [("requirements.txt", {"force": True})]
