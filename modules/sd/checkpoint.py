@@ -203,10 +203,17 @@ def read_state_dict(path: str | os.PathLike[str], *, allow_unsafe: bool = False)
     return unwrap_state_dict(loaded, path)
 
 
+NESTED_WEIGHT_KEYS = ("state_dict", "params_ema", "params-ema", "params", "model_state_dict", "model", "net")
+"""Where training checkpoints nest their weights: SD `.ckpt` (state_dict), ESRGAN-family `.pth` (params_ema, ...)."""
+
+
 def unwrap_state_dict(loaded: object, path: Path) -> dict[str, Tensor]:
-    """Take `state_dict` out of a training checkpoint and keep only tensors."""
-    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
-        loaded = loaded["state_dict"]
+    """Take the weights out of a training checkpoint's nesting and keep only tensors."""
+    if isinstance(loaded, Mapping):
+        for key in NESTED_WEIGHT_KEYS:
+            if isinstance(loaded.get(key), Mapping):
+                loaded = loaded[key]
+                break
     if not isinstance(loaded, Mapping):
         raise BadCheckpoint(f"{path.name} does not contain a state dict (found {type(loaded).__name__}).")
     return {k: v for k, v in loaded.items() if isinstance(v, Tensor)}

@@ -129,3 +129,10 @@ def test_non_dict_pickle_is_explained(tmp_path: Path):
     torch.save([torch.ones(1)], path)
     with pytest.raises(BadCheckpoint, match="does not contain a state dict"):
         read_state_dict(path)
+
+
+def test_upscaler_style_nesting_is_unwrapped(tmp_path: Path):
+    """ESRGAN-family .pth files keep their weights under `params_ema` (preferred) or `params`."""
+    path = tmp_path / "4x.pth"
+    torch.save({"params": {"w": torch.zeros(2)}, "params_ema": {"w": torch.ones(2)}}, path)
+    assert torch.equal(read_state_dict(path)["w"], torch.ones(2))
