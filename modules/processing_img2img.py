@@ -19,6 +19,7 @@ from torch import Tensor
 
 from modules import images, masking
 from modules.processing_hooks import MaskBlendArgs, run_script_hook
+from modules.sd.vae import DiagonalGaussian
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,25 @@ def images_to_tensor(pictures: list[Image.Image], device: torch.device, dtype: t
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(device=device, dtype=dtype)
 
 
-def encode_images(p: Any, pixels: Tensor, seed: int) -> Tensor:
-    """[B, 3, H, W] in 0..1 -> float32 latents; the posterior is sampled with a generator seeded by ``seed``."""
+def encode_images(p: Any, pixels: Tensor, seeds: list[int], rows: int | None = None) -> Tensor:
+    """[B, 3, H, W] in 0..1 -> float32 latents, `rows` of them (B == 1 is broadcast).
+
+    Row i's posterior sample uses a generator seeded with ``seeds[i]`` (the image's own seed), so an image does not
+    depend on its batch size or position, as in txt2img.
+    """
     vae = p.sd_model.vae
-    generator = torch.Generator("cpu").manual_seed(int(seed))
     tile = vae_tile_size(p, pixels.shape[-1], pixels.shape[-2])
+    scaled = pixels.to(vae.dtype) * 2 - 1
     with torch.no_grad():
-        latent = vae.encode_to_latent(pixels.to(vae.dtype) * 2 - 1, sample=True, generator=generator, tile_size=tile)
-    return latent.float()
+        moments = vae.encode_moments(scaled) if tile is None else vae.tiled_encode_moments(scaled, tile)
+    posterior = DiagonalGaussian(moments.float())
+    rows = rows or posterior.mean.shape[0]
+    mean, std = (t.expand(rows, -1, -1, -1) if t.shape[0] == 1 else t for t in (posterior.mean, posterior.std))
+    noise = torch.stack([
+        torch.randn(mean.shape[1:], generator=torch.Generator("cpu").manual_seed(int(seeds[i % len(seeds)])))
+        for i in range(rows)
+    ]).to(mean.device)
+    return (mean + std * noise) * vae.config.scale_factor
 
 
 def _maybe_save_init_image(p: Any, image: Image.Image) -> None:
@@ -98,9 +110,8 @@ def init_img2img(p: Any, all_prompts: list[str], all_seeds: list[int], all_subse
 
     model = p.sd_model
     pixels = images_to_tensor(unique, model.device, model.vae_dtype)
-    latent = encode_images(p, pixels, all_seeds[0])
+    latent = encode_images(p, pixels, all_seeds, rows=p.batch_size)
     if count == 1:
-        latent = latent.expand(p.batch_size, -1, -1, -1).contiguous()
         pixels = pixels.expand(p.batch_size, -1, -1, -1)
     factor = model.vae.config.downscale
     if p.resize_mode == 3:
@@ -156,13 +167,10 @@ def image_conditioning(p: Any, source_image: Tensor, latent_image: Tensor, image
     if p.sd_model.config.unet.in_channels != 9:
         return None
     p.is_using_inpainting_conditioning = True
-    vae = p.sd_model.vae
-    tile = vae_tile_size(p, source_image.shape[-1], source_image.shape[-2])
-    generator = torch.Generator("cpu").manual_seed(int(p.all_seeds[0]) if p.all_seeds else 0)
+    seeds = list(p.all_seeds) or [0]
 
-    def encode(pixels: Tensor) -> Tensor:
-        with torch.no_grad():
-            return vae.encode_to_latent(pixels.to(vae.dtype), sample=True, generator=generator, tile_size=tile)
+    def encode(pixels: Tensor) -> Tensor:  # pixels in -1..1; per-image seeded posterior samples
+        return encode_images(p, (pixels + 1) / 2, seeds)
 
     weight = float(getattr(p, "inpainting_mask_weight", getattr(p.opts, "inpainting_mask_weight", 1.0)))
     cond = masking.inpainting_image_conditioning(encode, source_image.float(), image_mask, mask_weight=weight,

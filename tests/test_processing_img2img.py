@@ -47,7 +47,7 @@ def test_img2img_size_seed_and_infotext(pipeline_env: PipelineEnv, tiny_sd1: Any
     assert [im.size for im in res.images] == [(32, 32), (32, 32)]
     parsed = infotext.parse_generation_parameters(res.infotexts[1])
     assert parsed["Denoising strength"] == "0.6" and parsed["Seed"] == "6"
-    # the init picture is encoded once per job, its VAE posterior sampled with the job's first seed
+    # the init picture is encoded once per job; each image's posterior sample is seeded with its own seed
     again = process_images(img2img(pipeline_env, tiny_sd1, init_images=[init], resize_mode=1, batch_size=2))
     assert [np.asarray(im).tolist() for im in again.images] == [np.asarray(im).tolist() for im in res.images]
 
@@ -123,3 +123,16 @@ def test_too_many_init_images_is_an_error(pipeline_env: PipelineEnv, tiny_sd1: A
     p = img2img(pipeline_env, tiny_sd1, init_images=[noise_picture(32, 32)] * 3, batch_size=2)
     with pytest.raises(RuntimeError, match="bad number of images"):
         process_images(p)
+
+
+@pytest.mark.parametrize("fill", [1, 2])
+def test_img2img_image_of_a_batch_equals_its_seed_alone(pipeline_env: PipelineEnv, tiny_sd1: Any, fill: int) -> None:
+    """The posterior sample and masked-content noise of image i use its own seed, as txt2img's noise does."""
+    init = noise_picture(32, 32, seed=5)
+    mask = box_mask(32, 32, (8, 8, 24, 24))
+    batch = process_images(img2img(pipeline_env, tiny_sd1, init_images=[init], mask=mask, inpainting_fill=fill,
+                                   inpaint_full_res=False, batch_size=4, seed=100))
+    alone = process_images(img2img(pipeline_env, tiny_sd1, init_images=[init], mask=mask, inpainting_fill=fill,
+                                   inpaint_full_res=False, batch_size=1, seed=102))
+    assert np.array_equal(np.asarray(batch.images[2]), np.asarray(alone.images[0]))
+    assert not np.array_equal(np.asarray(batch.images[0]), np.asarray(batch.images[1]))
