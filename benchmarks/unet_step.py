@@ -104,18 +104,20 @@ def worker(impl: str, dtype_name: str, steps: int, channels_last: bool, size: in
             return model(x, timesteps, context)
         return model(x, timesteps, context).sample
 
-    times = []
+    times, cpu_times = [], []
     with torch.inference_mode():
         out = step()
         for _ in range(steps):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             out = step()
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
     return {
         "impl": impl,
         "dtype": dtype_name,
         "s_per_step": sum(times) / len(times),
         "min_s": min(times),
+        "cpu_s_per_step": sum(cpu_times) / len(cpu_times),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_after_load_mib": rss_loaded,
         "out_abs_mean": out.float().abs().mean().item(),
@@ -145,7 +147,7 @@ def main() -> None:
 
     threads = args.threads or torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads, batch 2, {args.size}x{args.size} latent, 77x768 context")
-    print(f"{'dtype':<6}{'impl':<11}{'s/step':>8}{'min':>8}{'peak RSS MiB':>14}{'RSS loaded':>12}")
+    print(f"{'dtype':<6}{'impl':<11}{'s/step':>8}{'min':>8}{'CPU s':>8}{'peak RSS MiB':>14}{'RSS loaded':>12}")
     results: dict[tuple[str, str], dict] = {}
     for dtype_name in args.dtypes.split(","):
         for impl in args.impls.split(","):
@@ -159,13 +161,15 @@ def main() -> None:
             result = json.loads(output.strip().splitlines()[-1])
             results[(dtype_name, impl)] = result
             print(
-                f"{dtype_name:<6}{impl:<11}{result['s_per_step']:>8.3f}{result['min_s']:>8.3f}"
+                f"{dtype_name:<6}{impl:<11}{result['s_per_step']:>8.3f}{result['min_s']:>8.3f}{result['cpu_s_per_step']:>8.2f}"
                 f"{result['peak_rss_mib']:>14.0f}{result['rss_after_load_mib']:>12.0f}",
                 flush=True,
             )
         if (dtype_name, "ours") in results and (dtype_name, "diffusers") in results:
-            ratio = results[(dtype_name, "ours")]["s_per_step"] / results[(dtype_name, "diffusers")]["s_per_step"]
-            print(f"{dtype_name:<6}ours/diffusers time ratio: {ratio:.3f}", flush=True)
+            ours, reference = results[(dtype_name, "ours")], results[(dtype_name, "diffusers")]
+            ratio = ours["s_per_step"] / reference["s_per_step"]
+            cpu_ratio = ours["cpu_s_per_step"] / reference["cpu_s_per_step"]
+            print(f"{dtype_name:<6}ours/diffusers time ratio: {ratio:.3f} (CPU time {cpu_ratio:.3f})", flush=True)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,12 @@ class AttentionContext:
 AttentionPatch = Callable[[Tensor, Tensor, Tensor, AttentionContext], "Tensor | None"]
 
 
+def inplace_fast_path() -> bool:
+    """In-place updates and fused-weight caches only in eager inference: autograd needs the originals, and
+    torch.compile cannot trace in-place ops on inference tensors (each would break the graph)."""
+    return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
 def _cast(tensor: Tensor | None, like: Tensor) -> Tensor | None:
     return tensor if tensor is None or tensor.dtype == like.dtype else tensor.to(like.dtype)
 
@@ -143,7 +149,7 @@ class CrossAttention(nn.Module):
         return plain and not any(m.weight.is_inference() for m in layers)
 
     def _project_qkv(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        if context is None and not torch.is_grad_enabled() and self._can_fuse_qkv():
+        if context is None and inplace_fast_path() and self._can_fuse_qkv():
             return F.linear(x, _cast(self._qkv_weight(), x)).chunk(3, dim=-1)
         context = x if context is None else context
         return self.to_q(x), self.to_k(context), self.to_v(context)
@@ -186,7 +192,7 @@ class GEGLU(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         value, gate = self.proj(x).chunk(2, dim=-1)
-        if torch.is_grad_enabled():
+        if not inplace_fast_path():
             return value * F.gelu(gate)
         return F.gelu(gate).mul_(value)
 
@@ -218,7 +224,7 @@ class BasicTransformerBlock(nn.Module):
     def forward(
         self, x: Tensor, context: Tensor, patches: Sequence[AttentionPatch], spatial_shape: tuple[int, int]
     ) -> Tensor:
-        if torch.is_grad_enabled():
+        if not inplace_fast_path():
             x = x + self.attn1(self.norm1(x), None, patches, spatial_shape)
             x = x + self.attn2(self.norm2(x), context, patches, spatial_shape)
             return x + self.ff(self.norm3(x))
@@ -266,6 +272,6 @@ class SpatialTransformer(nn.Module):
         for block in self.transformer_blocks:
             h = block(h, context, patches, (height, width))
         h = self._as_linear(self.proj_out, h).reshape(batch, height, width, channels).permute(0, 3, 1, 2)
-        if not torch.is_grad_enabled() and x.is_contiguous(memory_format=torch.channels_last):
+        if inplace_fast_path() and x.is_contiguous(memory_format=torch.channels_last):
             return h.add_(x)  # h already has x's channels-last layout
         return x + h  # x first: the sum keeps x's memory layout

@@ -37,6 +37,7 @@ from modules.sd.attention import (
     CastLinear,
     CrossAttention,
     SpatialTransformer,
+    inplace_fast_path,
 )
 
 
@@ -132,7 +133,7 @@ class ResBlock(nn.Module):
         self.skip_connection = nn.Identity() if out_channels == channels else CastConv2d(channels, out_channels, 1)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        if torch.is_grad_enabled():
+        if not inplace_fast_path():
             h = self.in_layers(x) + self.emb_layers(emb)[:, :, None, None]
             return self.skip_connection(x) + self.out_layers(h)
         # inference: same maths, updating fresh intermediates in place to save allocations and memory traffic
