@@ -399,7 +399,7 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
             if self.latent_scale_mode is None:
                 samples, decoded = None, pixels * 2 - 1
             else:
-                samples, decoded = i2i.encode_images(self, pixels, seeds[0]), None
+                samples, decoded = i2i.encode_images(self, pixels, seeds), None
         else:
             x = self.rng.next()
             run_script_hook(self, "process_before_every_sampling", x=x, noise=x, c=conditioning,

@@ -154,7 +154,7 @@ def sample_hr_pass(p: Any, samples: Tensor, decoded: Tensor | None, seeds: list[
             if decoded is None:
                 decoded = decode_latent_batch(p, samples)
             pixels = _upscale_pixels(p, decoded, seeds, prompts).to(model.device, model.vae_dtype)
-            samples = encode_images(p, pixels, seeds[0])
+            samples = encode_images(p, pixels, seeds)
             image_conditioning = p.img2img_image_conditioning(pixels * 2 - 1, samples)
         p.state.nextjob()
 

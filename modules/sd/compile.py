@@ -15,9 +15,13 @@ from torch import nn
 
 
 def enable_compile_cache(cache_dir: Path) -> None:
-    """Point Inductor's caches at `cache_dir` and turn the FX graph cache on (must run before compiling)."""
+    """Point Inductor's caches at `cache_dir` and turn the FX graph cache on (must run before compiling).
+
+    Inductor reads the folder from TORCHINDUCTOR_CACHE_DIR at each use and writes its default there on first use, so
+    the variable is set outright: an inherited default would otherwise win.
+    """
     cache_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir))
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
     import torch._inductor.config as inductor_config
 
     inductor_config.fx_graph_cache = True

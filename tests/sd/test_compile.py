@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,8 +35,10 @@ def test_compiled_unet_matches_eager_and_reuses_the_cache(tmp_path: Path, root: 
     """Compiles a tiny UNet twice in fresh processes: one graph, output equals eager (1e-4), then a cache hit."""
     runs = []
     for _ in range(2):
+        # an inherited Inductor cache folder (set by any earlier torch.compile user) must not replace ours
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inherited")}
         out = subprocess.run([sys.executable, "-c", SCRIPT, str(root), str(tmp_path / "cache")], capture_output=True,
-                             text=True, timeout=1800)
+                             text=True, timeout=1800, env=env)
         assert out.returncode == 0, out.stderr[-3000:]
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     assert runs[0]["diff"] < 1e-4 and runs[1]["diff"] < 1e-4
