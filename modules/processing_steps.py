@@ -68,11 +68,18 @@ def resolve_sampler(sampler_name: str | None, scheduler_name: str | None) -> tup
 
 
 def _model_function(p: Any) -> Callable[..., Tensor]:
-    """The UNet as ``fn(x, t, context=..., y=..., c_concat=...)``; ``p.unet_hooks`` is read at every call."""
+    """The UNet as ``fn(x, t, context=..., y=..., c_concat=...)``; ``p.unet_hooks`` is read at every call.
+
+    With ``--compile`` (``sd_model.extras["compiled_unet"]``) the compiled UNet runs the calls that carry no hooks.
+    """
     unet = p.sd_model.unet
+    compiled = getattr(p.sd_model, "extras", {}).get("compiled_unet")
 
     def call_unet(x: Tensor, t: Tensor, context: Tensor, y: Tensor | None = None, **_: Any) -> Tensor:
-        return unet(x, t, context, y, hooks=getattr(p, "unet_hooks", None))
+        hooks = getattr(p, "unet_hooks", None)
+        if compiled is not None and hooks is None:
+            return compiled(x, t, context, y)
+        return unet(x, t, context, y, hooks=hooks)
 
     return concat_image_cond(call_unet)
 

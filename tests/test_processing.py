@@ -228,3 +228,22 @@ def test_processed_without_images_has_infotext(pipeline_env: PipelineEnv, tiny_s
     p.state.interrupted = True
     res = process_images(p)
     assert res.images == [] and res.infotexts and isinstance(res, Processed)
+
+
+def test_compiled_unet_runs_hookless_calls(pipeline_env, tiny_sd1) -> None:
+    """`sd_models.load_checkpoint` puts a `--compile` UNet in extras; the pipeline must call it (a stand-in here)."""
+    calls = []
+
+    def fake_compiled(x, t, context, y=None):
+        calls.append(x.shape)
+        return tiny_sd1.unet(x, t, context, y)
+
+    tiny_sd1.extras["compiled_unet"] = fake_compiled
+    try:
+        p = pipeline_env.apply(StableDiffusionProcessingTxt2Img(
+            sd_model=tiny_sd1, prompt="a", seed=1, steps=2, width=32, height=32, sampler_name="Euler",
+            do_not_save_samples=True, do_not_save_grid=True))
+        process_images(p)
+    finally:
+        del tiny_sd1.extras["compiled_unet"]
+    assert calls
