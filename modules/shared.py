@@ -16,3 +16,5 @@ device_choice: Any = None
 state: Any = None
 sd_model: Any = None
 demo: Any = None
+job_queue: Any = None
+model_cache: Any = None

@@ -14,11 +14,13 @@ import sys
 import threading
 import time
 
-from modules import cmd_args, devices, shared
+from modules import cmd_args, devices, sd_models, shared
+from modules.jobs import JobQueue
 from modules.logging_config import setup_logging
 from modules.options import Options
 from modules.paths import Paths, paths_from_args
 from modules.shared_options import options_templates
+from modules.shared_state import State
 
 log = logging.getLogger(__name__)
 
@@ -97,18 +99,37 @@ def initialize(argv: list[str]) -> argparse.Namespace:
         log.info(choice.notice)
     shared.cmd_opts, shared.opts, shared.paths, shared.device_choice = args, opts, paths, choice
     shared.device = choice.device
+    shared.state = State()
+    shared.job_queue = JobQueue(shared.state)
+    shared.model_cache = sd_models.ModelCache(args, choice, paths)
     extensions_install.run_installers(paths, opts, args)
     return args
 
 
+def api_context(args: argparse.Namespace):
+    """What the /sdapi/v1 routes need, built from the start-up state."""
+    from modules.api.api import ApiContext
+    from modules.model_selection import model_getter
+
+    context = ApiContext(opts=shared.opts, paths=shared.paths, args=args, queue=shared.job_queue,
+                         get_model=lambda: None)
+    context.get_model = model_getter(shared.opts, shared.model_cache, lambda: context.checkpoints)
+    context.refresh_checkpoints()
+    return context
+
+
 def build_app(args: argparse.Namespace):
-    """The FastAPI app with the UI mounted (unless --nowebui)."""
+    """The FastAPI app: the /sdapi/v1 API with --api or --nowebui, and the UI mounted unless --nowebui."""
     from fastapi import FastAPI
 
     from modules import app_factory
 
     app = FastAPI(title="Atelier API", docs_url="/docs", redoc_url="/redoc", root_path=args.subpath or "")
     app_factory.add_middleware(app, args)
+    if args.api or args.nowebui:
+        from modules.api.api import Api
+
+        Api(app, api_context(args))
     if args.nowebui:
         return app
     return app_factory.mount_ui(app, args, ui_credentials(args))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.cookiejar
+import json
 import subprocess
 import time
 import urllib.error
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
+from tests.sd.factory import write_tiny_checkpoint
 
 
 def start(root: Path, python: str, data_dir: Path, *flags: str) -> tuple[subprocess.Popen, str]:
@@ -84,3 +86,31 @@ def test_gradio_auth_requires_login(server):
     right = urllib.parse.urlencode({"username": "alice", "password": "secret"}).encode()
     assert opener.open(url + "/login", data=right, timeout=30).status == 200
     assert opener.open(url + "/config", timeout=30).status == 200
+
+
+def post_json(url: str, payload: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=300) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_nowebui_serves_the_sdapi_and_explains_a_missing_checkpoint(server):
+    url = server("--nowebui")
+    status, body = get(url + "/sdapi/v1/samplers")
+    assert status == 200 and "DPM++ 2M" in body
+    status, error = post_json(url + "/sdapi/v1/txt2img", {"prompt": "a", "steps": 2, "width": 64, "height": 64})
+    assert status == 404 and "No checkpoint" in error["detail"] and "models/Stable-diffusion" in error["hint"]
+
+
+def test_api_generates_with_the_ckpt_flag(server, tmp_path):
+    ckpt = write_tiny_checkpoint("sd1", tmp_path, name="tiny")
+    url = server("--api", "--ckpt", str(ckpt))
+    status, body = post_json(url + "/sdapi/v1/txt2img", {"prompt": "a red circle", "steps": 2, "width": 32,
+                                                          "height": 32, "seed": 7, "sampler_name": "Euler"})
+    assert status == 200, body
+    info = json.loads(body["info"])
+    assert info["seed"] == 7 and info["sd_model_name"] == "tiny" and len(body["images"]) == 1
