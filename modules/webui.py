@@ -15,6 +15,7 @@ import threading
 import time
 
 from modules import cmd_args, devices, sd_models, shared
+from modules.credentials import parse_credentials
 from modules.jobs import JobQueue
 from modules.logging_config import setup_logging
 from modules.options import Options
@@ -26,20 +27,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_UI_PORT = 7860
 DEFAULT_API_PORT = 7861
-
-
-def parse_credentials(text: str) -> list[tuple[str, str]]:
-    """`user:pass,user2:pass2` (A1111's --gradio-auth / --api-auth format) into pairs; rejects malformed entries."""
-    pairs = []
-    for item in text.replace("\n", ",").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        user, sep, password = item.partition(":")
-        if not sep or not user:
-            raise ValueError(f"credentials must look like user:password, got {item!r}")
-        pairs.append((user, password))
-    return pairs
 
 
 def ui_credentials(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -170,4 +157,9 @@ def serve(app, args: argparse.Namespace) -> None:
 
 def main(argv: list[str]) -> None:
     args = initialize(argv)
-    serve(build_app(args), args)
+    try:
+        app = build_app(args)
+    except (ValueError, OSError) as e:  # malformed --api-auth/--gradio-auth, unreadable --gradio-auth-path
+        print(f"Cannot start: {e}", file=sys.stderr)
+        sys.exit(2)
+    serve(app, args)

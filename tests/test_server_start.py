@@ -114,3 +114,11 @@ def test_api_generates_with_the_ckpt_flag(server, tmp_path):
     assert status == 200, body
     info = json.loads(body["info"])
     assert info["seed"] == 7 and info["sd_model_name"] == "tiny" and len(body["images"]) == 1
+
+
+@pytest.mark.parametrize("flags", [["--api", "--api-auth", "nocolon"], ["--gradio-auth-path", "/nonexistent/auth"]])
+def test_bad_credential_flags_stop_with_a_message(root, python, tmp_path, flags):
+    out = subprocess.run([python, "launch.py", "--skip-install", "--data-dir", str(tmp_path), *flags], cwd=root,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "Cannot start" in out.stderr and "Traceback" not in out.stderr

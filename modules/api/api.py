@@ -25,6 +25,7 @@ from PIL import Image
 
 from modules import images
 from modules.api import models
+from modules.credentials import parse_credentials
 from modules.errors import AtelierError, InvalidRequest
 from modules.jobs import JobQueue
 from modules.options import Options, SettingsError
@@ -102,17 +103,8 @@ def add_exception_handlers(app: FastAPI) -> None:
 
 # auth ---------------------------------------------------------------------------------------------------------------
 def parse_api_credentials(text: str | None) -> dict[str, str]:
-    """``user:pass,user2:pass2`` (``--api-auth``) into ``{user: password}``; malformed entries raise ValueError."""
-    credentials: dict[str, str] = {}
-    for item in (text or "").replace("\n", ",").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        user, sep, password = item.partition(":")
-        if not sep or not user:
-            raise ValueError(f"--api-auth entries must look like user:password, got {item!r}")
-        credentials[user] = password
-    return credentials
+    """``--api-auth`` as ``{user: password}``."""
+    return dict(parse_credentials(text))
 
 
 def basic_auth_dependency(credentials: dict[str, str]) -> Callable[..., None]:
