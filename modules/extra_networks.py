@@ -133,10 +133,10 @@ def activate(p: Any, extra_network_data: dict[str, list]) -> None:
 
 def _after_activate_callback(p: Any, extra_network_data: dict[str, list]) -> None:
     """Scripts' `after_extra_networks_activate` hook, when processing runs with scripts."""
-    scripts = getattr(p, "scripts", None)
-    if scripts is None:
+    hook = getattr(getattr(p, "scripts", None), "after_extra_networks_activate", None)
+    if hook is None:  # no scripts, or a partial runner without this hook
         return
-    scripts.after_extra_networks_activate(
+    hook(
         p,
         batch_number=getattr(p, "iteration", 0),
         prompts=getattr(p, "prompts", []),

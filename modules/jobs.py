@@ -7,7 +7,9 @@ worker thread owns the model, so jobs can never interleave, and the same object 
 
 from __future__ import annotations
 
+import base64
 import collections
+import io
 import random
 import string
 import threading
@@ -20,6 +22,15 @@ from modules.shared_state import State
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 _ID_CHARS = string.ascii_lowercase + string.digits
 _HISTORY = 256  # finished jobs remembered so a late progress poll still says "completed"
+
+
+def _png_data_uri(image: Any) -> str | None:
+    """A PIL image as ``data:image/png;base64,...`` (None for anything else), as A1111's progress JSON carries it."""
+    if not hasattr(image, "save"):
+        return None
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 class JobCancelled(Exception):
@@ -200,8 +211,11 @@ class JobQueue:
         with self._cond:
             return self._jobs.get(task_id)
 
-    def progress(self, task_id: str) -> dict[str, Any]:
-        """A1111's ``/internal/progress`` answer for ``task_id`` (plus ``status`` and ``queue_position``)."""
+    def progress(self, task_id: str, id_live_preview: int = -1, live_preview: bool = True) -> dict[str, Any]:
+        """A1111's ``/internal/progress`` answer for ``task_id`` (plus ``status`` and ``queue_position``).
+
+        The live preview comes as a PNG data URI only when it is newer than the caller's ``id_live_preview``.
+        """
         with self._cond:
             job = self._jobs.get(task_id)
             status = job.status if job is not None else None
@@ -233,6 +247,9 @@ class JobQueue:
                 textinfo=self.state.textinfo,
                 id_live_preview=self.state.id_live_preview,
             )
+            image = self.state.current_image
+            if live_preview and image is not None and self.state.id_live_preview != id_live_preview:
+                info["live_preview"] = _png_data_uri(image)
         elif status is not None:
             info.update(progress=1.0, textinfo={DONE: None, FAILED: "Failed", CANCELLED: "Cancelled"}[status])
         return info

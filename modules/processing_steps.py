@@ -17,6 +17,7 @@ The object stored in ``p.sampler`` (:class:`SamplerRun`) carries A1111's attribu
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from modules import live_preview
 from modules.processing_hooks import ExtraNoiseParams, callback_function
 from modules.samplers import img2img as i2i
 from modules.samplers import registry
@@ -34,6 +36,8 @@ from modules.samplers.noise import noise_sampler_from
 from modules.samplers.registry import SamplerData
 from modules.samplers.schedulers import Scheduler, find_scheduler
 from modules.samplers.timesteps import timesteps_for_steps
+
+log = logging.getLogger(__name__)
 
 SAME_SCHEDULER = ("Use same scheduler", "")
 
@@ -90,8 +94,25 @@ def _preview_every(opts: Any) -> int:
     return max(int(getattr(opts, "show_progress_every_n_steps", 10) or 0), 0)
 
 
+def install_preview_decoder(p: Any) -> None:
+    """Give ``p.state`` the live preview decoder the settings ask for (``show_progress_type``) for ``p``'s model.
+
+    Built per sampler run, so a changed setting or model applies from the next batch on. A decoder that cannot be
+    built leaves the run without previews (logged); it never stops generation.
+    """
+    state = p.state
+    if not hasattr(state, "install_preview_decoder"):
+        return
+    try:
+        decoder = live_preview.preview_decoder_for(p.sd_model, p.opts, getattr(p, "paths", None))
+    except Exception as e:  # a preview is never worth a failed job
+        log.warning("Live preview disabled for this run: %s: %s", type(e).__name__, e)
+        decoder = None
+    state.install_preview_decoder(decoder)
+
+
 def create_sampler(p: Any, sampler_name: str | None, scheduler_name: str | None) -> SamplerRun:
-    """A fresh sampler run for ``p`` (A1111's ``sd_samplers.create_sampler``)."""
+    """A fresh sampler run for ``p`` (A1111's ``sd_samplers.create_sampler``); also installs the preview decoder."""
     sampler, scheduler = resolve_sampler(sampler_name, scheduler_name)
     model = p.sd_model
     model_fn = _model_function(p)
@@ -100,6 +121,7 @@ def create_sampler(p: Any, sampler_name: str | None, scheduler_name: str | None)
     else:
         inner = DiscreteDenoiser(model_fn, model.schedule)
     opts, state = p.opts, p.state
+    install_preview_decoder(p)
     empty = None
     if getattr(opts, "pad_cond_uncond", False):
         from modules.processing_prompts import empty_cond

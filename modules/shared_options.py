@@ -79,7 +79,10 @@ options_templates.update(options_section(SAMPLER, {
 options_templates.update(options_section(LIVE, {
     "live_previews_enable": OptionInfo(True, "Show live previews of the created image"),
     "show_progress_every_n_steps": OptionInfo(10, "Live preview display period (in sampling steps)"),
-    "show_progress_type": OptionInfo("Approx cheap", "Live preview method"),
+    "show_progress_type": OptionInfo("Approx cheap", "Live preview method",
+                                     component_args={"choices": ["Full", "Approx NN", "Approx cheap", "TAESD"]}),
+    "live_preview_content": OptionInfo("Prompt", "Live preview subject",
+                                       component_args={"choices": ["Combined", "Prompt", "Negative prompt"]}),
 }))
 
 options_templates.update(options_section(LIMITS, {

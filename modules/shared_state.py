@@ -12,10 +12,13 @@ Attribute names are A1111's, because extensions read and set them (``state.inter
 from __future__ import annotations
 
 import datetime
+import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class State:
@@ -41,8 +44,11 @@ class State:
         self.time_start: float | None = None
         self.server_start: float | None = time.time()
         self.server_command: str | None = None
-        # Turns a latent into a PIL preview; the job layer sets it (decoding costs time, so it is opt-in).
+        # Turns a latent into a PIL preview. Sampling installs one per run from the live preview settings
+        # (install_preview_decoder); a decoder someone else assigned here (a test, an extension) is kept.
         self.preview_decoder: Callable[[Any], Any] | None = None
+        self._installed_decoder: Callable[[Any], Any] | None = None
+        self._preview_error_logged = False
 
     # control ----------------------------------------------------------------------------------------------------
     def interrupt(self) -> None:
@@ -77,12 +83,17 @@ class State:
             self.stopping_generation = False
             self.textinfo = None
             self.job = job
+            self._preview_error_logged = False
 
     def end(self) -> None:
+        """The job is over; an installed preview decoder is dropped so it keeps no model part alive."""
         with self._lock:
             self.job = ""
             self.job_count = 0
             self.time_start = None
+            if self.preview_decoder is self._installed_decoder:
+                self.preview_decoder = None
+            self._installed_decoder = None
 
     def nextjob(self) -> None:
         """One unit of work (a batch, or a hires pass) is done."""
@@ -92,18 +103,35 @@ class State:
             self.current_image_sampling_step = 0
 
     # live preview -----------------------------------------------------------------------------------------------
+    def install_preview_decoder(self, decoder: Callable[[Any], Any] | None) -> bool:
+        """Make ``decoder`` (None: no previews) this run's ``preview_decoder``; False if one set by hand is kept."""
+        with self._lock:
+            if self.preview_decoder is not None and self.preview_decoder is not self._installed_decoder:
+                return False
+            self.preview_decoder = self._installed_decoder = decoder
+            return True
+
     def set_current_latent(self, latent: Any, step: int | None = None) -> None:
-        """Keep the latest preview latent; decode it now if a ``preview_decoder`` is set."""
+        """Keep the latest preview latent and, if a ``preview_decoder`` is set, decode it now.
+
+        Called by the sampler in the worker thread, so the preview is ready (``id_live_preview`` bumped) before the
+        next step starts; readers on other threads only ever see a finished image.
+        """
         with self._lock:
             self.current_latent = latent
             if step is not None:
                 self.current_image_sampling_step = step
             decoder = self.preview_decoder
-        if decoder is not None:
-            try:
-                image = decoder(latent)
-            except Exception:  # a preview must never break generation
-                return
+        if decoder is None:
+            return
+        try:
+            image = decoder(latent)
+        except Exception as e:  # a preview must never break generation
+            if not self._preview_error_logged:
+                self._preview_error_logged = True
+                log.warning("Live preview failed (generation goes on without it): %s: %s", type(e).__name__, e)
+            return
+        if image is not None:
             self.assign_current_image(image)
 
     def assign_current_image(self, image: Any) -> None:

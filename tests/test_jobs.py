@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 import threading
 import time
@@ -9,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from modules.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobCancelled, JobQueue, new_task_id
 from modules.shared_state import State
@@ -147,6 +150,15 @@ def test_progress_of_queued_running_done_and_unknown(queue: JobQueue, state: Rec
     p = queue.progress(running.id)
     assert p["active"] and not p["queued"] and not p["completed"]
     assert abs(p["progress"] - 0.26) < 1e-9 and p["eta_relative"] >= 0 and p["textinfo"] == "step 5"
+
+    assert p["live_preview"] is None  # no preview yet
+    state.assign_current_image(Image.new("RGB", (4, 4), (255, 0, 0)))
+    with_preview = queue.progress(running.id)
+    assert with_preview["live_preview"].startswith("data:image/png;base64,")
+    preview = Image.open(io.BytesIO(base64.b64decode(with_preview["live_preview"].split(",", 1)[1])))
+    assert preview.size == (4, 4) and preview.convert("RGB").getpixel((0, 0)) == (255, 0, 0)
+    # A caller that already has this preview id gets no image again.
+    assert queue.progress(running.id, id_live_preview=with_preview["id_live_preview"])["live_preview"] is None
 
     q = queue.progress(later.id)
     assert q["queued"] and not q["active"] and q["queue_position"] == 1 and "2" in q["textinfo"]

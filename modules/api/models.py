@@ -28,6 +28,7 @@ API_EXTRA_FIELDS: dict[str, tuple[Any, Any]] = {
     "send_images": (bool, True),
     "save_images": (bool, False),
     "alwayson_scripts": (dict, {}),
+    "infotext": (str | None, None),
 }
 
 IMG2IMG_EXTRA_FIELDS: dict[str, tuple[Any, Any]] = {
@@ -140,3 +141,104 @@ class ErrorResponse(BaseModel):
     detail: str
     hint: str = ""
     errors: str = ""
+
+
+# extras ---------------------------------------------------------------------------------------------------------------
+class ExtrasBaseRequest(BaseModel):
+    """A1111's ``ExtrasBaseRequest``: the Extras tab's fields (face restoration is not available here)."""
+
+    resize_mode: int = Field(default=0, title="Resize Mode", description="0: scale by upscaling_resize, 1: scale to "
+                             "upscaling_resize_w x upscaling_resize_h.")
+    show_extras_results: bool = Field(default=True, title="Show results")
+    gfpgan_visibility: float = Field(default=0, ge=0, le=1, title="GFPGAN Visibility")
+    codeformer_visibility: float = Field(default=0, ge=0, le=1, title="CodeFormer Visibility")
+    codeformer_weight: float = Field(default=0, ge=0, le=1, title="CodeFormer Weight")
+    upscaling_resize: float = Field(default=2, gt=0, le=16, title="Upscaling Factor")
+    upscaling_resize_w: int = Field(default=512, ge=1, title="Target Width")
+    upscaling_resize_h: int = Field(default=512, ge=1, title="Target Height")
+    upscaling_crop: bool = Field(default=True, title="Crop to fit")
+    upscaler_1: str = Field(default="None", title="Main upscaler")
+    upscaler_2: str = Field(default="None", title="Secondary upscaler")
+    extras_upscaler_2_visibility: float = Field(default=0, ge=0, le=1, title="Secondary upscaler visibility")
+    upscale_first: bool = Field(default=False, title="Upscale first")
+
+
+class ExtrasSingleImageRequest(ExtrasBaseRequest):
+    image: str = Field(default="", title="Image", description="Image to work on, must be a Base64 string.")
+
+
+class FileData(BaseModel):
+    data: str = Field(title="File data", description="Base64 representation of the file")
+    name: str = Field(default="", title="File name")
+
+
+class ExtrasBatchImagesRequest(ExtrasBaseRequest):
+    imageList: list[FileData] = Field(title="Images", description="List of images to work on.")  # noqa: N815 - A1111
+
+
+class ExtrasSingleImageResponse(BaseModel):
+    html_info: str = Field(title="HTML info", description="A series of HTML tags containing the process info.")
+    image: str | None = Field(default=None, title="Image", description="The generated image in base64 format.")
+
+
+class ExtrasBatchImagesResponse(BaseModel):
+    html_info: str = Field(title="HTML info", description="A series of HTML tags containing the process info.")
+    images: list[str] = Field(title="Images", description="The generated images in base64 format.")
+
+
+# models, styles, scripts --------------------------------------------------------------------------------------------
+class SDVaeItem(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    filename: str
+
+
+class EmbeddingItem(BaseModel):
+    step: int | None = None
+    sd_checkpoint: str | None = None
+    sd_checkpoint_name: str | None = None
+    shape: int
+    vectors: int
+
+
+class EmbeddingsResponse(BaseModel):
+    loaded: dict[str, EmbeddingItem]
+    skipped: dict[str, EmbeddingItem]
+
+
+class PromptStyleItem(BaseModel):
+    name: str
+    prompt: str | None
+    negative_prompt: str | None
+
+
+class ScriptsList(BaseModel):
+    txt2img: list[str] = Field(default_factory=list, description="Titles of scripts (txt2img)")
+    img2img: list[str] = Field(default_factory=list, description="Titles of scripts (img2img)")
+
+
+class ScriptArg(BaseModel):
+    label: str | None = None
+    value: Any = None
+    minimum: Any = None
+    maximum: Any = None
+    step: Any = None
+    choices: list[Any] | None = None
+
+
+class ScriptInfo(BaseModel):
+    name: str | None = None
+    is_alwayson: bool | None = None
+    is_img2img: bool | None = None
+    args: list[ScriptArg] = Field(default_factory=list)
+
+
+class ExtensionItem(BaseModel):
+    name: str
+    remote: str | None = None
+    branch: str | None = None
+    commit_hash: str | None = None
+    commit_date: int | None = None
+    version: str | None = None
+    enabled: bool

@@ -19,6 +19,7 @@ from PIL import Image
 from modules import images
 from modules.api import models
 from modules.api.api import ApiContext, decode_base64_to_image
+from modules.api.job_overrides import check_vae_name
 from modules.errors import InvalidRequest
 from modules.infotext import parse_generation_parameters
 from modules.options import SettingsError
@@ -91,6 +92,11 @@ def set_options(ctx: ApiContext, changes: dict[str, Any]) -> bool:
     checkpoint = casted.get("sd_model_checkpoint")
     if checkpoint:
         casted["sd_model_checkpoint"] = get_closest_checkpoint_match(checkpoint, ctx.checkpoints).title
+    if casted.get("sd_vae") is not None:
+        try:
+            casted["sd_vae"] = check_vae_name(casted["sd_vae"], ctx.paths)
+        except InvalidRequest as e:
+            problems.append(e.message)
     if problems:
         raise InvalidRequest("Settings not changed: " + "; ".join(problems) + ".",
                              "GET /sdapi/v1/options shows every setting with a value of the right type.")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-import threading
-import time
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,60 +12,12 @@ from typing import Any
 import pytest
 import requests
 import torch
-import uvicorn
-from fastapi import FastAPI
 from PIL import Image
 
-from modules.api.api import Api, ApiContext
-from modules.cmd_args import parse_args
 from modules.infotext import parse_generation_parameters
-from modules.jobs import JobQueue
-from modules.options import Options
-from modules.paths import paths_from_args
-from modules.shared_options import options_templates
-from tests.conftest import free_port
+from tests.api.server import TINY, Served, assert_error, b64_png, serve
 
 pytest_plugins = ["tests.pipeline_fixtures"]
-
-TINY = {"prompt": "a red cube", "negative_prompt": "blurry", "seed": 5, "steps": 2, "width": 32, "height": 32,
-        "cfg_scale": 5.0}
-
-
-class Served:
-    """A running server: its base URL, the context behind it and a way to stop it."""
-
-    def __init__(self, ctx: ApiContext, url: str, server: uvicorn.Server, thread: threading.Thread) -> None:
-        self.ctx, self.url, self.server, self.thread = ctx, url, server, thread
-
-    def post(self, route: str, **kwargs: Any) -> requests.Response:
-        return requests.post(f"{self.url}/sdapi/v1/{route}", timeout=60, **kwargs)
-
-    def get(self, route: str, **kwargs: Any) -> requests.Response:
-        return requests.get(f"{self.url}/sdapi/v1/{route}", timeout=60, **kwargs)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.ctx.queue.shutdown(10)
-
-
-def serve(tmp: Path, model: Any, ckpt_dir: Path, *flags: str) -> Served:
-    args = parse_args(["--data-dir", str(tmp), "--ckpt-dir", str(ckpt_dir), *flags], environ={})
-    paths = paths_from_args(args)
-    opts = Options(options_templates)
-    ctx = ApiContext(opts=opts, paths=paths, args=args, queue=JobQueue(), get_model=lambda: model)
-    ctx.refresh_checkpoints()
-    app = FastAPI()
-    Api(app, ctx)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    return Served(ctx, f"http://127.0.0.1:{port}", server, thread)
 
 
 @pytest.fixture(scope="module")
@@ -77,26 +28,6 @@ def api(tmp_path_factory: pytest.TempPathFactory, tiny_sd1: Any, tiny_checkpoint
     yield served
     served.stop()
     torch.set_num_threads(threads)
-
-
-def b64_png(image: Image.Image, text: str | None = None) -> str:
-    from PIL import PngImagePlugin
-
-    info = PngImagePlugin.PngInfo()
-    if text:
-        info.add_text("parameters", text)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def assert_error(response: requests.Response, status: int, *words: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert {"error", "detail", "hint"} <= set(body)
-    for word in words:
-        assert word.lower() in body["detail"].lower(), body
-    return body
 
 
 def test_txt2img_returns_png_with_parseable_parameters(api: Served) -> None:
@@ -110,7 +41,7 @@ def test_txt2img_returns_png_with_parseable_parameters(api: Served) -> None:
     assert params["Prompt"] == "a red cube" and params["Steps"] == "2" and params["Seed"] == "5"
     assert params["Sampler"] == "DPM++ 2M" and params["Schedule type"] == "Karras"
     assert body["parameters"]["sampler_index"] == "Euler" and body["parameters"]["send_images"] is True
-    info = __import__("json").loads(body["info"])
+    info = json.loads(body["info"])
     assert info["seed"] == 5 and info["width"] == 32 and info["all_seeds"] == [5]
 
     again = api.post("png-info", json={"image": body["images"][0]})
@@ -131,9 +62,12 @@ def test_img2img_and_send_images_false(api: Served) -> None:
 
 
 def test_bad_requests_are_clear_4xx_and_server_stays_healthy(api: Served) -> None:
+    """A series of bad requests, each a clear 4xx naming the problem; afterwards generation still works."""
+    not_image = base64.b64encode(b"hello").decode()
     assert_error(api.post("png-info", json={"image": "not base64!!"}), 422, "base64")
-    assert_error(api.post("png-info", json={"image": base64.b64encode(b"hello").decode()}), 422, "not an image")
+    assert_error(api.post("png-info", json={"image": not_image}), 422, "not an image")
     assert_error(api.post("img2img", json={**TINY, "init_images": ["%%%"]}), 422, "init_images[0]")
+    assert_error(api.post("img2img", json={**TINY, "init_images": [not_image]}), 422, "not an image")
     assert_error(api.post("txt2img", json={**TINY, "width": 33}), 422, "multiples of 8")
     assert_error(api.post("txt2img", json={**TINY, "width": 4096, "height": 4096}), 422, "api_max_pixels")
     assert_error(api.post("txt2img", json={**TINY, "steps": 10_000}), 422, "steps")
@@ -145,10 +79,27 @@ def test_bad_requests_are_clear_4xx_and_server_stays_healthy(api: Served) -> Non
     assert_error(api.post("txt2img", json={**TINY, "alwayson_scripts": {"ControlNet": {"args": []}}}), 422,
                  "ControlNet")
     assert_error(api.post("txt2img", json={**TINY, "steps": "many"}), 422, "steps")
+    assert_error(api.post("txt2img", json={**TINY, "prompt": {"not": "a string"}}), 422, "prompt")
     assert_error(api.post("txt2img", data="{not json", headers={"Content-Type": "application/json"}), 422)
     assert_error(api.post("txt2img", json={**TINY, "override_settings": {"no_such": 1}}), 422, "no_such")
+    assert_error(api.post("txt2img", json={**TINY, "override_settings": {"sd_model_checkpoint": "nothing-like"}}),
+                 404, "checkpoint not found")
+    assert_error(api.post("txt2img", json={**TINY, "override_settings": {"sd_vae": "nope.pt"}}), 422, "nope.pt",
+                 "Automatic")
+    assert_error(api.post("txt2img", json={**TINY, "infotext": "x\nSteps: lots, Seed: 1, Size: 32x32"}), 422,
+                 "Steps")
+    assert_error(api.post("extra-single-image", json={"image": "%%%", "upscaler_1": "Lanczos"}), 422, "base64")
+    assert_error(api.post("extra-single-image", json={"image": not_image}), 422, "not an image")
+    assert_error(api.post("extra-single-image", json={"image": b64_png(Image.new("RGB", (8, 8))),
+                                                      "upscaler_1": "4x-Missing"}), 422, "4x-Missing", "Lanczos")
+    assert_error(api.post("extra-single-image", json={"image": b64_png(Image.new("RGB", (8, 8))),
+                                                      "upscaling_resize": "big"}), 422, "upscaling_resize")
+    assert_error(api.post("extra-batch-images", json={"imageList": [{"data": not_image, "name": "a.png"}]}), 422,
+                 "a.png")
+    assert_error(api.post("unload-checkpoint"), 409, "model cache")
     ok = api.post("txt2img", json={**TINY, "send_images": False})
     assert ok.status_code == 200, ok.text
+    assert api.ctx.queue.pending_count() == 0
 
 
 def test_progress_interrupt_and_skip(api: Served) -> None:
@@ -206,3 +157,46 @@ def test_api_auth(tmp_path: Path, tiny_sd1: Any, tiny_checkpoint_dir: Path) -> N
         assert served.get("options", auth=("bob", "pw")).status_code == 200
     finally:
         served.stop()
+
+
+def test_docs_and_openapi_list_every_route(api: Served) -> None:
+    schema = requests.get(f"{api.url}/openapi.json", timeout=30)
+    assert schema.status_code == 200, schema.text
+    listed = {path: set(methods) for path, methods in schema.json()["paths"].items()}
+    expected = {
+        "txt2img": "post", "img2img": "post", "extra-single-image": "post", "extra-batch-images": "post",
+        "png-info": "post", "progress": "get", "interrupt": "post", "skip": "post", "options": "get",
+        "cmd-flags": "get", "samplers": "get", "schedulers": "get", "upscalers": "get",
+        "latent-upscale-modes": "get", "sd-models": "get", "sd-vae": "get", "embeddings": "get",
+        "prompt-styles": "get", "refresh-checkpoints": "post", "refresh-vae": "post", "refresh-embeddings": "post",
+        "memory": "get", "unload-checkpoint": "post", "reload-checkpoint": "post", "scripts": "get",
+        "script-info": "get", "extensions": "get",
+    }
+    for route, method in expected.items():
+        assert method in listed.get(f"/sdapi/v1/{route}", set()), route
+    assert "post" in listed["/sdapi/v1/options"]
+    assert {"infotext", "override_settings", "init_images"} <= set(
+        schema.json()["components"]["schemas"]["StableDiffusionImg2ImgProcessingAPI"]["properties"])
+    docs = requests.get(f"{api.url}/docs", timeout=30)
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_concurrent_txt2img_requests_match_the_same_seed_alone(api: Served) -> None:
+    """8 clients at once: every answer arrives, and each image equals that seed generated alone afterwards."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.api.server import pixels
+
+    def generate(seed: int) -> str:
+        response = api.post("txt2img", json={**TINY, "seed": seed})
+        assert response.status_code == 200, response.text
+        return response.json()["images"][0]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        together = dict(zip(range(1, 9), pool.map(generate, range(1, 9)), strict=True))
+    assert len(together) == 8
+    distinct = {pixels(b64).tobytes() for b64 in together.values()}
+    assert len(distinct) == 8  # different seeds, different images
+    for seed, b64 in together.items():
+        alone = generate(seed)
+        assert (pixels(b64) == pixels(alone)).all(), f"seed {seed} differs when run concurrently"
