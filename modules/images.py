@@ -92,12 +92,24 @@ def image_grid(imgs: Sequence[Image.Image], batch_size: int = 1, rows: int | Non
             rows = round(math.sqrt(len(imgs)))
     rows = max(1, min(rows, len(imgs)))
     cols = math.ceil(len(imgs) / rows)
+    imgs, cols, rows = _grid_callback(list(imgs), cols, rows)
 
     w, h = imgs[0].size
     grid = Image.new("RGB", size=(cols * w, rows * h), color="black")
     for i, img in enumerate(imgs):
         grid.paste(img, box=(i % cols * w, i // cols * h))
     return grid
+
+
+def _grid_callback(imgs: list[Image.Image], cols: int, rows: int) -> tuple[list[Image.Image], int, int]:
+    """Extensions' ``on_image_grid`` callbacks may change the pictures and the layout of a grid."""
+    try:
+        callbacks = importlib.import_module("modules.script_callbacks")
+    except ImportError:
+        return imgs, cols, rows
+    params = callbacks.ImageGridLoopParams(imgs, cols, rows)
+    callbacks.image_grid_callback(params)
+    return list(params.imgs), int(params.cols), int(params.rows)
 
 
 Grid = namedtuple("Grid", ["tiles", "tile_w", "tile_h", "image_w", "image_h", "overlap"])

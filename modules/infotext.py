@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -150,6 +151,13 @@ def split_infotext(text: str) -> tuple[str, str, dict[str, str]]:
     return prompt, negative_prompt, params
 
 
+def _infotext_pasted_callbacks(infotext: str, params: dict[str, Any]) -> None:
+    """Extensions' ``on_infotext_pasted`` callbacks may add or fix parsed fields (A1111 calls them here too)."""
+    callbacks = sys.modules.get("modules.script_callbacks")  # no extension system loaded: nobody registered any
+    if callbacks is not None:
+        callbacks.infotext_pasted_callback(infotext, params)
+
+
 def parse_generation_parameters(x: str, skip_fields: list[str] | None = None) -> dict[str, Any]:
     """A1111's parser: prompt, negative prompt and every parameter, with A1111's defaults for missing ones.
 
@@ -177,6 +185,7 @@ def parse_generation_parameters(x: str, skip_fields: list[str] | None = None) ->
     res["Negative prompt"] = negative_prompt
     _fill_defaults(res, prompt, negative_prompt)
     backcompat(res)
+    _infotext_pasted_callbacks(x, res)
 
     for key in skip_fields:
         res.pop(key, None)

@@ -230,6 +230,9 @@ class ModelCache:
             self.unload()
             self.model = load_checkpoint(info, self.args, self.choice, self.paths)
             self.info = info
+            from modules import script_callbacks  # extensions' on_model_loaded
+
+            script_callbacks.model_loaded_callback(self.model)
             return self.model
 
     def unload(self) -> None:
