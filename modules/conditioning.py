@@ -134,7 +134,9 @@ def apply_emphasis(z: Tensor, multipliers: Tensor, emphasis: str) -> Tensor:
     weighted = z.float() * multipliers.to(device=z.device, dtype=torch.float32)[..., None]
     if emphasis != "No norm":
         original_mean = z.float().mean(dim=(1, 2), keepdim=True)
-        weighted = weighted * (original_mean / weighted.mean(dim=(1, 2), keepdim=True))
+        new_mean = weighted.mean(dim=(1, 2), keepdim=True)
+        # A chunk whose weighted mean is exactly 0 (an untrained encoder) keeps its values instead of becoming NaN.
+        weighted = weighted * torch.where(new_mean != 0, original_mean / new_mean, torch.ones_like(new_mean))
     return weighted.to(z.dtype)
 
 
