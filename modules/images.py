@@ -25,6 +25,7 @@ import numpy as np
 from PIL import ExifTags, Image, PngImagePlugin
 
 from modules.errors import InvalidRequest
+from modules.grid_labels import GridAnnotation, draw_grid_annotations, draw_prompt_matrix  # noqa: F401  (A1111's names)
 from modules.images_naming import (  # noqa: F401  (A1111's names, re-exported for extensions)
     NOTHING_AND_SKIP_PREVIOUS_TEXT,
     FilenameGenerator,

@@ -685,3 +685,4 @@ def prepare_api_request(p: Any, kind: str, req: Any) -> None:
     p.is_api = True
     p.script_args = values
     p.scripts = runner
+    p.callbacks = script_callbacks  # the CFG/extra-noise/save callbacks fire for API jobs too

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from modules.options import OptionInfo, options_section  # noqa: F401  (A1111: shared.OptionInfo)
+
 cmd_opts: argparse.Namespace | None = None
 opts: Any = None
 paths: Any = None
