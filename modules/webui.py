@@ -22,6 +22,7 @@ from modules.options import Options
 from modules.paths import Paths, paths_from_args
 from modules.shared_options import options_templates
 from modules.shared_state import State
+from modules.styles import StyleDatabase
 
 log = logging.getLogger(__name__)
 
@@ -89,37 +90,45 @@ def initialize(argv: list[str]) -> argparse.Namespace:
     shared.state = State()
     shared.job_queue = JobQueue(shared.state)
     shared.model_cache = sd_models.ModelCache(args, choice, paths)
+    shared.prompt_styles = StyleDatabase(paths.styles_file)
     extensions_install.run_installers(paths, opts, args)
     return args
 
 
 def api_context(args: argparse.Namespace):
-    """What the /sdapi/v1 routes need, built from the start-up state."""
+    """What the /sdapi/v1 routes and the UI need, built from the start-up state."""
     from modules.api.api import ApiContext
     from modules.model_selection import model_getter
 
     context = ApiContext(opts=shared.opts, paths=shared.paths, args=args, queue=shared.job_queue,
-                         get_model=lambda: None)
+                         get_model=lambda: None, model_cache=shared.model_cache)
     context.get_model = model_getter(shared.opts, shared.model_cache, lambda: context.checkpoints)
     context.refresh_checkpoints()
     return context
 
 
 def build_app(args: argparse.Namespace):
-    """The FastAPI app: the /sdapi/v1 API with --api or --nowebui, and the UI mounted unless --nowebui."""
+    """The FastAPI app: the /sdapi/v1 API with --api or --nowebui, and the UI mounted unless --nowebui.
+
+    Both faces share one context (settings, folders, job queue, model); it is kept as ``app.state.atelier_context``.
+    """
     from fastapi import FastAPI
 
     from modules import app_factory
 
     app = FastAPI(title="Atelier API", docs_url="/docs", redoc_url="/redoc", root_path=args.subpath or "")
     app_factory.add_middleware(app, args)
+    context = api_context(args)
+    app.state.atelier_context = context
     if args.api or args.nowebui:
         from modules.api.api import Api
 
-        Api(app, api_context(args))
+        Api(app, context)
     if args.nowebui:
         return app
-    return app_factory.mount_ui(app, args, ui_credentials(args))
+    app = app_factory.mount_ui(app, args, ui_credentials(args), context)
+    shared.demo = app.state.atelier_blocks
+    return app
 
 
 def serve(app, args: argparse.Namespace) -> None:

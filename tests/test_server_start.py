@@ -61,9 +61,16 @@ def server(request, root, python, tmp_path):
 
 
 def test_ui_starts_and_creates_the_data_folders(server, tmp_path):
-    url = server()
+    url = server("--theme", "dark")
     status, body = get(url + "/")
     assert status == 200 and "gradio" in body.lower()
+    status, text = get(url + "/config")
+    config = json.loads(text)
+    assert "searchParams.set('__theme','dark')" in config["head"]  # --theme forces the theme
+    assert "window.gradioApp" in config["head"]  # javascript/ is loaded into the page head
+    elem_ids = {c.get("props", {}).get("elem_id") for c in config["components"]}
+    assert {"tab_txt2img", "txt2img_prompt", "txt2img_generate", "txt2img_gallery", "tab_img2img",
+            "tab_pnginfo", "setting_sd_model_checkpoint"} <= elem_ids
     assert (tmp_path / "models" / "Stable-diffusion").is_dir()
     assert (tmp_path / "outputs" / "txt2img-images").is_dir()
 
