@@ -121,10 +121,11 @@ def _walk_checkpoints(folder: Path) -> list[Path]:
 
 def list_models(paths: Paths, ckpt_flag: str | None = None, *, no_hashing: bool = False,
                 demo_dir: Path | None = DEMO_CHECKPOINT_DIR) -> dict[str, CheckpointInfo]:
-    """All checkpoints by title, sorted case-insensitively by path; the `--ckpt` file comes first when given."""
-    roots = [Path(d) for d in paths.checkpoint_dirs]
-    if demo_dir is not None and Path(demo_dir).is_dir():
-        roots.append(Path(demo_dir))
+    """All checkpoints by title, sorted case-insensitively by path; the `--ckpt` file comes first when given and the
+    shipped demo checkpoint last, so it is the default only when there is no other."""
+    user_roots = [Path(d) for d in paths.checkpoint_dirs]
+    demo_roots = [Path(demo_dir)] if demo_dir is not None and Path(demo_dir).is_dir() else []
+    roots = user_roots + demo_roots
     files: list[Path] = []
     if ckpt_flag:
         ckpt = Path(ckpt_flag).expanduser()
@@ -132,8 +133,9 @@ def list_models(paths: Paths, ckpt_flag: str | None = None, *, no_hashing: bool 
             files.append(ckpt)
         else:
             log.warning("Checkpoint in --ckpt not found: %s", ckpt)
-    found = [f for root in roots if root.is_dir() for f in _walk_checkpoints(root)]
-    files += sorted(found, key=lambda p: str(p).lower())
+    for group in (user_roots, demo_roots):
+        found = [f for root in group if root.is_dir() for f in _walk_checkpoints(root)]
+        files += sorted(found, key=lambda p: str(p).lower())
     models: dict[str, CheckpointInfo] = {}
     seen: set[Path] = set()
     for f in files:

@@ -94,6 +94,16 @@ def test_ckpt_flag_and_demo_dir(tmp_path: Path, tiny: Path) -> None:
     assert list(models) == ["cli.safetensors", "demo.safetensors"]
 
 
+def test_demo_checkpoint_is_the_default_only_without_others(tmp_path: Path, tiny: Path) -> None:
+    """The demo folder sorts before "Stable-diffusion" by path, yet a user's checkpoint must come first."""
+    args, paths = _setup(tmp_path)
+    demo = tmp_path / "models" / "demo"
+    _place(tiny, demo / "atelier-demo.safetensors")
+    assert list(sd_models.list_models(paths, demo_dir=demo)) == ["atelier-demo.safetensors"]
+    _place(tiny, paths.checkpoint_dirs[0] / "zzz-real.safetensors")
+    assert list(sd_models.list_models(paths, demo_dir=demo)) == ["zzz-real.safetensors", "atelier-demo.safetensors"]
+
+
 def test_no_hashing(tmp_path: Path, tiny: Path) -> None:
     args, paths = _setup(tmp_path, "--no-hashing")
     _place(tiny, paths.checkpoint_dirs[0] / "m.safetensors")
