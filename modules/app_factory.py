@@ -1,21 +1,18 @@
-"""The HTTP application: middleware (GZip, CORS from flags) and the Gradio UI mounted at the root."""
+"""The HTTP application: middleware (GZip, CORS from flags), the Gradio UI mounted at the root, and keeping routes
+added later (``on_app_started``) reachable in front of that mount."""
 
 from __future__ import annotations
 
 import argparse
-import html
-import json
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
+from starlette.routing import Mount
 
-from modules.paths import ROOT
-
-JAVASCRIPT_DIR = ROOT / "javascript"
-STYLE_FILE = ROOT / "style.css"
+from modules import ui_assets
 
 
 def add_middleware(app: FastAPI, args: argparse.Namespace) -> None:
@@ -26,52 +23,30 @@ def add_middleware(app: FastAPI, args: argparse.Namespace) -> None:
                            allow_methods=["*"], allow_credentials=True, allow_headers=["*"])
 
 
-def theme_script(theme: str | None) -> str:
-    """``--theme light|dark``: reload with Gradio's ``?__theme=`` parameter unless the URL already has it."""
-    if theme not in ("light", "dark"):
-        return ""
-    return ("<script>(function(){var u=new URL(window.location.href);"
-            f"if(u.searchParams.get('__theme')!=='{theme}'){{u.searchParams.set('__theme','{theme}');"
-            "window.location.replace(u.href);}})();</script>")
-
-
-def javascript_files() -> list[Path]:
-    """The page scripts in ``javascript/``, in name order (A1111 loads its folder the same way)."""
-    return sorted(JAVASCRIPT_DIR.glob("*.js")) if JAVASCRIPT_DIR.is_dir() else []
-
-
-def page_head(args: argparse.Namespace, tooltips: dict[str, str] | None = None) -> str:
-    """What goes into the page's ``<head>``: the theme switch, tooltips and every script of ``javascript/``."""
-    parts = [theme_script(getattr(args, "theme", None))]
-    if tooltips:
-        data = json.dumps(tooltips).replace("</", "<\\/")
-        parts.append(f"<script>window.atelierTooltips = {data};</script>")
-    for path in javascript_files():
-        source = path.read_text(encoding="utf8").replace("</script", "<\\/script")
-        parts.append(f"<script data-source='{html.escape(path.name)}'>{source}</script>")
-    return "\n".join(p for p in parts if p)
-
-
-def css_paths(paths: Any) -> list[Path]:
-    """``style.css`` of the install, then the user's ``user.css`` from the data folder (A1111's order)."""
-    found = [STYLE_FILE] if STYLE_FILE.is_file() else []
-    user_css = Path(paths.data_dir) / "user.css" if paths is not None else None
-    if user_css is not None and user_css.is_file():
-        found.append(user_css)
-    return found
-
-
-def mount_ui(app: FastAPI, args: argparse.Namespace, credentials: list[tuple[str, str]], ctx: Any) -> FastAPI:
-    """Mount the Gradio UI at "/" (queue on, so generation handlers stream progress) behind ``--gradio-auth``."""
+def mount_ui(app: FastAPI, args: argparse.Namespace, credentials: list[tuple[str, str]], ctx: Any,
+             exts: Iterable[Any] = (), build_id: str = "") -> FastAPI:
+    """Mount the Gradio UI at "/" (queue on, so generation handlers stream progress) behind ``--gradio-auth``, with
+    the page scripts and style sheets of the repository and of the active extensions ``exts``."""
     import gradio as gr
 
     from modules import ui
 
+    exts = list(exts)
     blocks = ui.create_ui(ctx, args)
     blocks.queue(default_concurrency_limit=1)
     allowed = [str(ctx.paths.outputs_dir), *(getattr(args, "gradio_allowed_path", None) or [])]
     app.state.atelier_blocks = blocks
-    return gr.mount_gradio_app(app, blocks, path="/", auth=credentials or None, allowed_paths=allowed,
-                               head=page_head(args, getattr(blocks, "atelier_tooltips", None)),
-                               css_paths=css_paths(ctx.paths) or None, show_error=True,
+    head = ui_assets.page_head(args, exts, build_id, getattr(blocks, "atelier_tooltips", None))
+    return gr.mount_gradio_app(app, blocks, path="/", auth=credentials or None, allowed_paths=allowed, head=head,
+                               css_paths=ui_assets.css_files(ctx.paths, exts) or None, show_error=True,
                                footer_links=["api", "settings"], run_history=False)
+
+
+def root_mounts_last(app: FastAPI) -> None:
+    """Move the UI mounted at "/" behind every other route: it matches any path, so routes that extensions add in
+    ``on_app_started`` (after the mount) would otherwise never be reached."""
+    routes = app.router.routes
+    mounts = [r for r in routes if isinstance(r, Mount) and r.path in ("", "/")]
+    for mount in mounts:
+        routes.remove(mount)
+        routes.append(mount)

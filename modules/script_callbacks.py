@@ -230,15 +230,20 @@ def model_loaded_callback(sd_model: Any) -> None:
     _run("model_loaded", sd_model)
 
 
-def ui_tabs_callback() -> list:
-    """Tabs from ``on_ui_tabs`` callbacks: each returns a list of ``(gr.Blocks, title, elem_id)``."""
-    tabs: list = []
+def ui_tabs_with_owners() -> list[tuple[str, Any]]:
+    """``(extension name, (gr.Blocks, title, elem_id))`` for every tab of the ``on_ui_tabs`` callbacks."""
+    tabs: list[tuple[str, Any]] = []
     for cb in _each("ui_tabs"):
         try:
-            tabs += cb.callback() or []
+            tabs += [(cb.extension, entry) for entry in (cb.callback() or [])]
         except Exception:
             _report("ui_tabs", cb)
     return tabs
+
+
+def ui_tabs_callback() -> list:
+    """Tabs from ``on_ui_tabs`` callbacks: each returns a list of ``(gr.Blocks, title, elem_id)``."""
+    return [entry for _, entry in ui_tabs_with_owners()]
 
 
 def ui_train_tabs_callback(params: UiTrainTabParams) -> None:

@@ -668,6 +668,18 @@ def build_script_args(runner: ScriptRunner, *, script_name: str | None = None, s
     return selected, values
 
 
+def process_with_scripts(p: Any) -> Any:
+    """A selected script's ``run`` (A1111's ``ScriptRunner.run``), else plain ``process_images`` (UI and API jobs)."""
+    from modules.processing import process_images
+
+    runner = getattr(p, "scripts", None)
+    if runner is not None and hasattr(runner, "run") and p.script_args:
+        processed = runner.run(p, *p.script_args)
+        if processed is not None:
+            return processed
+    return process_images(p)
+
+
 def prepare_api_request(p: Any, kind: str, req: Any) -> None:
     """``ApiContext.prepare_scripts``: mark ``p`` as an API job, then attach the tab's runner (``kind`` is
     "txt2img" or "img2img") and the script arguments of the request (``script_name``, ``script_args``,

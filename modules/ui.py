@@ -2,6 +2,8 @@
 the paste wiring between them (A1111's ``modules/ui.py`` ``create_ui``).
 
 Each tab's content comes from its own module; tabs built by optional modules are skipped when the module is absent.
+Extensions add tabs with ``on_ui_tabs`` (placed before Settings and Extensions, as in A1111) and settings with
+``on_ui_settings`` (run before the Settings tab is built, so their options appear there).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any
 
 import gradio as gr
 
-from modules import infotext
+from modules import infotext, script_callbacks, scripts
 from modules.ui_common import UiDefaults, UiEnv, error_html, parse_infotext, paste_values, registered_fields
+from modules.ui_component_hooks import component_hooks
 from modules.ui_components import ToolButton
 from modules.ui_generation import REFRESH
 from modules.ui_img2img import MODE_IMG2IMG, create_img2img_tab
@@ -36,24 +39,38 @@ def create_ui(ctx: Any, args: argparse.Namespace) -> gr.Blocks:
     infotext.reset()
     env = UiEnv(ctx=ctx, args=args, defaults=UiDefaults.load(getattr(ctx.paths, "ui_config_file", None)),
                 styles=styles_database(ctx))
+    script_callbacks.ui_settings_callback()  # extensions declare options before the Settings tab lists them
+    with component_hooks():
+        extension_tabs = script_callbacks.ui_tabs_with_owners()  # their own gr.Blocks, built outside ours
+        demo = build_blocks(env, extension_tabs)
+    demo.atelier_tooltips = collect_tooltips(demo)
+    return demo
+
+
+def build_blocks(env: UiEnv, extension_tabs: list[tuple[str, Any]]) -> gr.Blocks:
+    """The page: checkpoint bar, then the tabs (extensions' before Settings and Extensions, as in A1111)."""
     with gr.Blocks(title="Atelier", analytics_enabled=False) as demo:
         checkpoint = build_checkpoint_bar(env)
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
+                scripts.scripts_current = scripts.scripts_txt2img  # its scripts see the tab's components
                 txt2img = create_txt2img_tab(env)
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
+                scripts.scripts_current = scripts.scripts_img2img
                 img2img = create_img2img_tab(env)
-            optional_tab(ctx, *OPTIONAL_TABS[0])
+            scripts.scripts_current = None
+            optional_tab(env.ctx, *OPTIONAL_TABS[0])
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 pnginfo = create_pnginfo_tab(env)
+            for owner, entry in extension_tabs:
+                render_extension_tab(owner, entry)
             for spec in OPTIONAL_TABS[1:]:
-                optional_tab(ctx, *spec)
+                optional_tab(env.ctx, *spec)
         infotext.add_paste_fields("txt2img", None, txt2img.form.paste_fields())
         infotext.add_paste_fields("img2img", img2img.init_img, img2img.form.paste_fields())
         connect_paste_buttons(env, tabs, txt2img, img2img, pnginfo)
-        demo.load(lambda: checkpoint_dropdown(ctx), outputs=[checkpoint], show_progress="hidden",
+        demo.load(lambda: checkpoint_dropdown(env.ctx), outputs=[checkpoint], show_progress="hidden",
                   api_visibility="private")
-    demo.atelier_tooltips = collect_tooltips(demo)
     return demo
 
 
@@ -83,6 +100,26 @@ def optional_tab(ctx: Any, module_name: str, function: str, label: str, tab_id: 
         except Exception as exc:  # a broken tab must not take the whole UI down
             log.exception("Could not build the %s tab", label)
             gr.HTML(error_html(exc))
+
+
+def render_extension_tab(owner: str, entry: Any) -> None:
+    """One ``on_ui_tabs`` entry ``(gr.Blocks, title, elem_id)`` as a top tab; a malformed entry or a failing render
+    becomes a tab (or a log line) that names the extension instead of breaking the page."""
+    if not isinstance(entry, tuple | list) or len(entry) < 2:
+        log.error("Extension %s: on_ui_tabs returned %r, not (gr.Blocks, title, elem_id); the tab is left out.",
+                  owner or "?", entry)
+        return
+    interface, title = entry[0], str(entry[1])
+    tab_id = str(entry[2]) if len(entry) > 2 and entry[2] else title.lower().replace(" ", "_")
+    with gr.Tab(title, id=tab_id, elem_id=f"tab_{tab_id}"):
+        try:
+            if not isinstance(interface, gr.Blocks):
+                raise TypeError(f"on_ui_tabs gave a {type(interface).__name__} for the tab {title!r}, "
+                                "not a gr.Blocks")
+            interface.render()
+        except Exception as exc:
+            log.error("Extension %s: its tab %r could not be shown: %s", owner or "?", title, exc)
+            gr.HTML(error_html(RuntimeError(f"Extension {owner or '?'}: {exc}")), elem_id=f"tab_{tab_id}_error")
 
 
 # checkpoint bar -----------------------------------------------------------------------------------------------------

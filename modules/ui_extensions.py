@@ -1,4 +1,5 @@
-"""The Extensions tab: the installed extensions with their git state, enabling/disabling them, install from URL.
+"""The Extensions tab: the installed extensions with their git state, enabling/disabling them ("Apply" saves,
+"Apply and restart UI" also reloads every extension's scripts, callbacks, tabs and page files), install from URL.
 
 Discovery, git details and cloning are `modules.extensions`'s job; this module lays them out and guards them.
 Installing or switching extensions runs code from the internet on the server, so, as in A1111, those actions are
@@ -24,6 +25,7 @@ from modules.paths import BUILTIN_EXTENSIONS_DIR
 
 log = logging.getLogger(__name__)
 
+SAVED_PREFIX = "Saved."
 
 
 # access ---------------------------------------------------------------------------------------------------------------
@@ -70,10 +72,20 @@ def _commit_date(ext: extensions.Extension) -> str:
     return datetime.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S") if stamp else ""
 
 
+def script_load_errors(name: str) -> list[str]:
+    """What went wrong loading the extension's script files at the last (re)start, one line per file."""
+    from modules import scripts
+
+    return [f"{Path(e.path).name} failed to load: {e.message}" for e in scripts.load_errors if e.extension == name]
+
+
 def _enabled_cell(ext: extensions.Extension) -> str:
     if not ext.enabled:
         return "no"
-    return "yes" if ext.active else f"yes (not loaded: {ext.disabled_reason})"
+    if not ext.active:
+        return f"yes (not loaded: {ext.disabled_reason})"
+    errors = script_load_errors(ext.name)
+    return f"yes ({'; '.join(errors)})" if errors else "yes"
 
 
 def extensions_table_html(found: list[extensions.Extension]) -> str:
@@ -111,7 +123,17 @@ def apply_enabled(opts: Options, settings_file: str | Path, all_names: list[str]
         opts.save(settings_file)
     except (SettingsError, OSError) as e:
         return f"Could not save the enabled extensions: {e}"
-    return f"Saved. Disabled extensions: {', '.join(disabled) or 'none'}. Restart Atelier to load the change."
+    return f"{SAVED_PREFIX} Disabled extensions: {', '.join(disabled) or 'none'}. Restart Atelier to load the change."
+
+
+def apply_and_restart(ctx: Any, all_names: list[str], enabled: list[str]) -> str:
+    """A1111's "Apply and restart UI": save as :func:`apply_enabled` does, then ask the server loop
+    (``modules.server_reload``) to rebuild the app. Nothing restarts when saving was refused or failed."""
+    message = apply_enabled(ctx.opts, ctx.paths.settings_file, all_names, enabled, ctx.args)
+    if not message.startswith(SAVED_PREFIX):
+        return message
+    ctx.queue.state.server_command = "restart"
+    return message.replace("Restart Atelier to load the change.", "Restarting the UI...")
 
 
 def install_from_url(url: str, branch: str, dirname: str, ctx: Any) -> str:
@@ -157,6 +179,7 @@ def create_extensions_tab(ctx: Any) -> None:
                 gr.HTML(_message(reason), elem_id="extensions_access_notice")
             with gr.Row():
                 apply_button = gr.Button("Apply", variant="primary", elem_id="extensions_apply")
+                restart_button = gr.Button("Apply and restart UI", elem_id="extensions_apply_restart")
                 refresh_button = gr.Button("Refresh list", elem_id="extensions_refresh")
             found = listing()
             enabled = gr.CheckboxGroup(choices=[e.name for e in found], value=[e.name for e in found if e.enabled],
@@ -178,6 +201,9 @@ def create_extensions_tab(ctx: Any) -> None:
         message = apply_enabled(ctx.opts, ctx.paths.settings_file, names, chosen, ctx.args)
         return [_message(message), *refresh()]
 
+    def restart(chosen: list[str], names: list[str]) -> list[Any]:
+        return [_message(apply_and_restart(ctx, names, chosen)), *refresh()]
+
     def install(url_value: str, branch_value: str, dirname_value: str) -> list[Any]:
         return [_message(install_from_url(url_value, branch_value, dirname_value, ctx)), *refresh()]
 
@@ -185,6 +211,10 @@ def create_extensions_tab(ctx: Any) -> None:
     private = {"show_progress": "hidden", "api_visibility": "private"}
     refresh_button.click(refresh, outputs=listed, **private)
     apply_button.click(apply, inputs=[enabled, shown_names], outputs=[apply_result, *listed], **private)
+    # the page starts watching for the rebuilt app before the request goes out (javascript in modules.ui_assets)
+    restart_button.click(restart, inputs=[enabled, shown_names], outputs=[apply_result, *listed],
+                         js="(chosen, names) => { if (window.atelierRestartReload) window.atelierRestartReload(); "
+                            "return [chosen, names]; }", **private)
     install_button.click(install, inputs=[url, branch, dirname], outputs=[install_result, *listed],
                          api_visibility="private")
     root = gr.context.Context.root_block

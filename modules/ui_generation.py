@@ -3,7 +3,9 @@ CFG, seed, Generate/Interrupt/Skip, and the results column (progress, live previ
 
 A tab builds the parts it wants in its own layout, then calls :meth:`GenerationForm.connect` with a function that
 turns the submitted values into a processing object. The click handler only translates and follows the job on the
-shared queue; generation itself is ``process_images`` on the queue's worker, as for the API.
+shared queue; generation itself is the chosen script's ``run`` or ``process_images`` on the queue's worker, as for
+the API. The tab's scripts (A1111's ``ScriptRunner``) add their controls with :meth:`GenerationForm.build_scripts`;
+their values become ``p.script_args``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import gradio as gr
 
-from modules import ui_progress
+from modules import script_callbacks, ui_progress
 from modules.errors import AtelierError, InvalidRequest
 from modules.ui_common import UiEnv, error_html, error_message, infotext_html, parse_infotext
 from modules.ui_components import DropdownMulti, FormRow, ToolButton
@@ -75,14 +77,17 @@ def token_counter_html(env: UiEnv, text: str, styles: list[str] | None, steps: A
     from modules.conditioning_chunks import count_tokens
 
     styles = list(styles or [])
-    db = env.styles
-    styled = (db.apply_negative_styles_to_prompt(text or "", styles) if negative
-              else db.apply_styles_to_prompt(text or "", styles)) if db is not None else (text or "")
-    opts = env.ctx.opts
     try:
         step_count = max(1, int(steps or 20))
     except (TypeError, ValueError):
         step_count = 20
+    params = script_callbacks.BeforeTokenCounterParams(text or "", step_count, styles, is_positive=not negative)
+    script_callbacks.before_token_counter_callback(params)  # extensions may rewrite the prompt that is counted
+    text = params.prompt
+    db = env.styles
+    styled = (db.apply_negative_styles_to_prompt(text or "", styles) if negative
+              else db.apply_styles_to_prompt(text or "", styles)) if db is not None else (text or "")
+    opts = env.ctx.opts
     tokens, room = count_tokens(styled, step_count, is_positive=not negative,
                                 emphasis=getattr(opts, "emphasis", "Original"),
                                 comma_padding_backtrack=getattr(opts, "comma_padding_backtrack", 20))
@@ -96,8 +101,9 @@ def check_size(width: int, height: int) -> None:
 
 
 def run_processing(env: UiEnv, p: Any) -> Any:
-    """The queue job of a UI generation: load the chosen checkpoint (lazily), wire collaborators, generate."""
-    from modules.processing import process_images
+    """The queue job of a UI generation: load the chosen checkpoint (lazily), wire collaborators, generate (through
+    the selected script's ``run`` when one is chosen)."""
+    from modules.scripts import process_with_scripts
 
     ctx = env.ctx
     state = ctx.queue.state
@@ -106,7 +112,9 @@ def run_processing(env: UiEnv, p: Any) -> Any:
     state.textinfo = None
     p.opts, p.state, p.paths = ctx.opts, state, ctx.paths
     p.prompt_styles = env.styles
-    return process_images(p)
+    if p.callbacks is None:
+        p.callbacks = script_callbacks
+    return process_with_scripts(p)
 
 
 class GenerationForm:
@@ -116,6 +124,8 @@ class GenerationForm:
         self.tabname = tabname
         self.env = env
         self.extra_paste_fields: list[tuple[Any, Any]] = []
+        self.script_runner: Any = None
+        self.script_inputs: list[Any] = []
 
     def default(self, label: str, value: Any) -> Any:
         return self.env.defaults.get(self.tabname, label, value)
@@ -204,6 +214,31 @@ class GenerationForm:
         self.override_settings = DropdownMulti(label="Override settings", choices=[], value=[], visible=False,
                                                elem_id=self._id("override_settings"), allow_custom_value=True)
 
+    def build_scripts(self, runner: Any) -> None:
+        """The tab's scripts: always-on scripts' controls, then the "Script" dropdown and the chosen script's
+        controls (A1111's layout). ``runner`` is the tab's ``ScriptRunner``; None leaves the form without scripts."""
+        self.script_runner = runner
+        if runner is None:
+            return
+        with gr.Column(elem_id=self._id("script_container")):
+            self.script_inputs = list(runner.setup_ui())
+        self.extra_paste_fields += [f for f in runner.infotext_fields
+                                    if isinstance(f, tuple | list) and len(f) == 2 and f[0] is not None]
+
+    def script_input_components(self) -> set[Any]:
+        return {c for c in self.script_inputs if isinstance(c, gr.blocks.Block)}
+
+    def attach_scripts(self, p: Any, data: dict[Any, Any]) -> Any:
+        """Give ``p`` the tab's scripts, their control values (``p.script_args``) and the callback registry."""
+        if self.script_runner is None:
+            return p
+        values = [data[c] if isinstance(c, gr.blocks.Block) and c in data else getattr(c, "value", None)
+                  for c in self.script_inputs]
+        p.callbacks = script_callbacks
+        p.scripts = self.script_runner
+        p.script_args = values  # with both set, the always-on scripts' setup() runs
+        return p
+
     # results ----------------------------------------------------------------------------------------------------
     def build_results(self) -> None:
         with gr.Column(elem_id=self._id("results"), elem_classes=["results"]):
@@ -282,8 +317,9 @@ class GenerationForm:
         """Wire Generate (streaming), Interrupt, Skip, the token counters, seed reuse and the gallery selection."""
         kind = kind or self.tabname
         outputs = [self.gallery, self.results, self.generation_info, self.html_log, self.progress, self.preview]
-        handler = self._generate_handler(make_processing, kind)
-        self.generate.click(handler, inputs=self.inputs() | (extra_inputs or set()), outputs=outputs,
+        handler = self._generate_handler(lambda data: self.attach_scripts(make_processing(data), data), kind)
+        inputs = self.inputs() | (extra_inputs or set()) | self.script_input_components()
+        self.generate.click(handler, inputs=inputs, outputs=outputs,
                             show_progress="hidden", concurrency_limit=None, api_visibility="private")
         queue = self.env.ctx.queue
         self.interrupt.click(lambda: queue.interrupt(), queue=False, show_progress="hidden",

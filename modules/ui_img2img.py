@@ -10,6 +10,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from modules import scripts
 from modules.errors import InvalidRequest
 from modules.ui_common import UiEnv
 from modules.ui_components import FormGroup, FormRow
@@ -73,6 +74,7 @@ class Img2ImgTab:
                 form.build_seed()
                 self.build_inpaint_settings()
                 form.build_override_settings()
+                form.build_scripts(scripts.scripts_img2img)  # the runner loaded now; a reload rebuilds the UI
             with gr.Column(scale=1):
                 form.build_results()
         form.extra_paste_fields += [(self.denoising_strength, "Denoising strength"),

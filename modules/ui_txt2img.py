@@ -6,6 +6,7 @@ from typing import Any
 
 import gradio as gr
 
+from modules import scripts
 from modules.ui_common import UiEnv
 from modules.ui_components import FormRow, InputAccordion
 from modules.ui_generation import GenerationForm
@@ -40,6 +41,7 @@ class Txt2ImgTab:
                 form.build_seed()
                 self.build_hires()
                 form.build_override_settings()
+                form.build_scripts(scripts.scripts_txt2img)  # the runner loaded now; a reload rebuilds the UI
             with gr.Column(scale=1):
                 form.build_results()
         form.extra_paste_fields += self.hires_paste_fields()

@@ -1,8 +1,9 @@
-"""Start-up: flags → logging → folders → settings → device → extension installers → HTTP server.
+"""Start-up: flags (with extensions' preload.py) → logging → folders → settings → device → extension installers →
+scripts → HTTP server.
 
 The browser UI (Gradio) is mounted on a FastAPI app; `--api` adds the `/sdapi/v1` routes beside it and `--nowebui`
 serves the API alone on port 7861, as in A1111. The process prints one readiness line with the URL once the server
-accepts connections.
+accepts connections. "Apply and restart UI" rebuilds the app in-process (`modules.server_reload`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ import argparse
 import logging
 import socket
 import sys
-import threading
-import time
+import uuid
 
-from modules import cmd_args, devices, sd_models, shared
+from modules import devices, extensions, script_callbacks, scripts, sd_models, shared
 from modules.credentials import parse_credentials
 from modules.jobs import JobQueue
 from modules.logging_config import setup_logging
@@ -77,7 +77,7 @@ def initialize(argv: list[str]) -> argparse.Namespace:
     """Everything before the server: flags, logging, folders, settings, device. Fills `modules.shared`."""
     from modules import extensions_install
 
-    args = cmd_args.parse_args(argv)
+    args = extensions.parse_args_with_preload(argv)
     setup_logging(args.loglevel)
     paths = paths_from_args(args)
     paths.ensure()
@@ -92,7 +92,21 @@ def initialize(argv: list[str]) -> argparse.Namespace:
     shared.model_cache = sd_models.ModelCache(args, choice, paths)
     shared.prompt_styles = StyleDatabase(paths.styles_file)
     extensions_install.run_installers(paths, opts, args)
+    load_extension_scripts(args)
     return args
+
+
+def load_extension_scripts(args: argparse.Namespace) -> None:
+    """List the extensions again (settings may have changed) and load the built-in and active extensions' scripts."""
+    scripts.load_scripts(extensions.refresh(shared.paths, shared.opts, args))  # failures are logged by file
+
+
+def reload_scripts(args: argparse.Namespace) -> None:
+    """Before a UI reload: tell extensions, undo their callbacks, then list extensions and load scripts again."""
+    script_callbacks.app_reload_callback()
+    script_callbacks.script_unloaded_callback()
+    script_callbacks.clear_callbacks()
+    load_extension_scripts(args)
 
 
 def api_context(args: argparse.Namespace):
@@ -101,7 +115,10 @@ def api_context(args: argparse.Namespace):
     from modules.model_selection import model_getter
 
     context = ApiContext(opts=shared.opts, paths=shared.paths, args=args, queue=shared.job_queue,
-                         get_model=lambda: None, model_cache=shared.model_cache)
+                         get_model=lambda: None, model_cache=shared.model_cache,
+                         scripts_info=lambda: scripts.script_info(),
+                         extensions_info=lambda: extensions.extensions_info(),
+                         prepare_scripts=scripts.prepare_api_request)
     context.get_model = model_getter(shared.opts, shared.model_cache, lambda: context.checkpoints)
     context.refresh_checkpoints()
     return context
@@ -111,41 +128,51 @@ def build_app(args: argparse.Namespace):
     """The FastAPI app: the /sdapi/v1 API with --api or --nowebui, and the UI mounted unless --nowebui.
 
     Both faces share one context (settings, folders, job queue, model); it is kept as ``app.state.atelier_context``.
+    Extensions' ``on_before_ui`` callbacks run first, their ``on_app_started`` callbacks last (routes they add are
+    served in front of the UI).
     """
     from fastapi import FastAPI
 
     from modules import app_factory
+    from modules.internal_routes import add_internal_routes
 
+    build_id = uuid.uuid4().hex
     app = FastAPI(title="Atelier API", docs_url="/docs", redoc_url="/redoc", root_path=args.subpath or "")
     app_factory.add_middleware(app, args)
     context = api_context(args)
     app.state.atelier_context = context
+    app.state.atelier_build = build_id
+    add_internal_routes(app, context.queue, build_id)
     if args.api or args.nowebui:
         from modules.api.api import Api
 
         Api(app, context)
-    if args.nowebui:
-        return app
-    app = app_factory.mount_ui(app, args, ui_credentials(args), context)
-    shared.demo = app.state.atelier_blocks
+    script_callbacks.before_ui_callback()
+    demo = None
+    if not args.nowebui:
+        app = app_factory.mount_ui(app, args, ui_credentials(args), context, extensions.active(), build_id)
+        demo = shared.demo = app.state.atelier_blocks
+    script_callbacks.app_started_callback(demo, app)
+    app_factory.root_mounts_last(app)
     return app
 
 
 def serve(app, args: argparse.Namespace) -> None:
-    """Run uvicorn until interrupted; print one readiness line once it accepts connections."""
-    import uvicorn
+    """Run uvicorn until interrupted, rebuilding the app on "Apply and restart UI"; print one readiness line once it
+    accepts connections."""
+    from modules.server_reload import ServerLoop
 
     host = bind_host(args)
     port = choose_port(host, args.port, DEFAULT_API_PORT if args.nowebui else DEFAULT_UI_PORT)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
-                            timeout_keep_alive=args.timeout_keep_alive,
-                            ssl_keyfile=args.tls_keyfile, ssl_certfile=args.tls_certfile)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="http-server", daemon=True)
-    thread.start()
-    while not server.started and thread.is_alive():
-        time.sleep(0.05)
-    if not thread.is_alive():
+
+    def rebuild():
+        reload_scripts(args)
+        return build_app(args)
+
+    loop = ServerLoop(app, host, port, rebuild, timeout_keep_alive=args.timeout_keep_alive,
+                      ssl_keyfile=args.tls_keyfile, ssl_certfile=args.tls_certfile)
+    if not loop.start():
+        loop.stop(1)
         sys.exit(f"The server could not start on {host}:{port} (see the messages above).")
     scheme = "https" if args.tls_certfile else "http"
     shown_host = "127.0.0.1" if host == "0.0.0.0" else host
@@ -156,12 +183,10 @@ def serve(app, args: argparse.Namespace) -> None:
 
         webbrowser.open(f"{scheme}://{shown_host}:{port}/")
     try:
-        while thread.is_alive():
-            thread.join(0.5)
+        loop.serve_until_stopped(shared.state)
     except KeyboardInterrupt:
         print("Stopping...", flush=True)
-        server.should_exit = True
-        thread.join(10)
+        loop.stop(10)
 
 
 def main(argv: list[str]) -> None:

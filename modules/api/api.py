@@ -34,7 +34,6 @@ from modules.processing import (
     StableDiffusionProcessing,
     StableDiffusionProcessingImg2Img,
     StableDiffusionProcessingTxt2Img,
-    process_images,
 )
 from modules.samplers import registry
 from modules.samplers.schedulers import find_scheduler
@@ -211,12 +210,9 @@ def prepare_scripts(p: StableDiffusionProcessing, req: Any, ctx: ApiContext, kin
 
 def _process(p: StableDiffusionProcessing) -> Processed:
     """A selected script's ``run`` (A1111's ``ScriptRunner.run``), else plain ``process_images``."""
-    runner = getattr(p, "scripts", None)
-    if runner is not None and hasattr(runner, "run") and p.script_args:
-        processed = runner.run(p, *p.script_args)
-        if processed is not None:
-            return processed
-    return process_images(p)
+    from modules.scripts import process_with_scripts
+
+    return process_with_scripts(p)
 
 
 def run_on_queue(p: StableDiffusionProcessing, ctx: ApiContext, kind: str, task_id: str | None) -> Processed:

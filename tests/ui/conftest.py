@@ -72,15 +72,31 @@ class UIServer:
     thread: threading.Thread
 
 
-def _snapshot_shared() -> dict[str, Any]:
-    from modules import shared
+SCRIPT_GLOBALS = ("scripts_data", "load_errors", "scripts_txt2img", "scripts_img2img", "current_basedir")
 
-    return {k: v for k, v in vars(shared).items() if not k.startswith("__")}
+
+def _snapshot_shared() -> dict[str, Any]:
+    """``modules.shared`` plus what start-up loads into ``modules.scripts`` and ``modules.extensions``."""
+    from modules import extensions, scripts, shared
+
+    saved = {k: v for k, v in vars(shared).items() if not k.startswith("__")}
+    saved["<scripts>"] = {name: getattr(scripts, name) for name in SCRIPT_GLOBALS}
+    saved["<script_extension>"] = dict(scripts.script_extension)
+    saved["<extensions>"] = list(extensions.extensions)
+    return saved
 
 
 def _restore_shared(saved: dict[str, Any]) -> None:
-    from modules import shared
+    """Put the snapshot back and forget every callback the app's scripts registered."""
+    from modules import extensions, script_callbacks, scripts, shared
 
+    saved = dict(saved)
+    for name, value in saved.pop("<scripts>").items():
+        setattr(scripts, name, value)
+    scripts.script_extension.clear()
+    scripts.script_extension.update(saved.pop("<script_extension>"))
+    extensions.extensions = saved.pop("<extensions>")
+    script_callbacks.clear_callbacks()
     for key in [k for k in vars(shared) if not k.startswith("__") and k not in saved]:
         delattr(shared, key)
     for key, value in saved.items():
