@@ -153,6 +153,7 @@ def build_checkpoint_bar(env: UiEnv) -> gr.Dropdown:
                                scale=0, min_width=400)
         refresh = ToolButton(REFRESH, elem_id="refresh_sd_model_checkpoint", tooltip="Rescan the checkpoint folders")
         gr.HTML("", elem_id="quicksettings_spacer", scale=4)
+    notice = gr.HTML(model_notice_html(ctx), elem_id="model_notice")
 
     def choose(title: str | None) -> None:
         if not title:
@@ -169,13 +170,32 @@ def build_checkpoint_bar(env: UiEnv) -> gr.Dropdown:
         if settings_file is not None:
             ctx.opts.save(settings_file)
 
-    def rescan() -> gr.Dropdown:
+    def rescan() -> tuple[gr.Dropdown, str]:
         ctx.queue.submit(ctx.refresh_checkpoints, kind="refresh", description="refresh checkpoints").wait()
-        return checkpoint_dropdown(ctx)
+        return checkpoint_dropdown(ctx), model_notice_html(ctx)
 
     dropdown.input(choose, inputs=[dropdown], show_progress="hidden", api_visibility="private")
-    refresh.click(rescan, outputs=[dropdown], show_progress="hidden", api_visibility="private")
+    refresh.click(rescan, outputs=[dropdown, notice], show_progress="hidden", api_visibility="private")
     return dropdown
+
+
+def model_notice_html(ctx: Any) -> str:
+    """A banner when there is nothing but the built-in demo model, or no checkpoint at all: where real ones go."""
+    from html import escape
+
+    from modules.paths import DEMO_CHECKPOINT_DIR
+
+    folder = escape(str(ctx.paths.checkpoint_dirs[0]))
+    where = (f"Put Stable Diffusion checkpoints (<code>.safetensors</code>, SD 1.x, 2.x or SDXL) in "
+             f"<code>{folder}</code> and press the refresh button next to the checkpoint list.")
+    infos = list(ctx.checkpoints.values())
+    if not infos:
+        return f"<div class='model-notice'>No checkpoint found. {where}</div>"
+    demo_root = DEMO_CHECKPOINT_DIR.resolve()
+    if all(Path(info.filename).resolve().is_relative_to(demo_root) for info in infos):
+        return ("<div class='model-notice'>Running on Atelier's small built-in demo model (64&times;64 coloured "
+                f"shapes: try &quot;a red circle on a blue background&quot;). {where}</div>")
+    return ""
 
 
 # paste and send-to ----------------------------------------------------------------------------------------------------
