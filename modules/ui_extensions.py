@@ -155,6 +155,37 @@ def install_from_url(url: str, branch: str, dirname: str, ctx: Any) -> str:
     return f"Installed {url} into {installed.path}. Restart Atelier to load it."
 
 
+def check_updates(ctx: Any, builtin_dir: str | Path = BUILTIN_EXTENSIONS_DIR) -> str:
+    """``git fetch`` every user-installed extension and say which ones have updates (A1111's "Check for updates")."""
+    lines = []
+    for ext in list_installed(ctx, builtin_dir):
+        if ext.is_builtin:
+            continue
+        behind = extensions.check_for_updates(ext)
+        state = "update available" if behind else ("latest" if ext.status == "latest" else
+                                                   f"unknown ({ext.update_error})")
+        lines.append(f"{ext.name}: {state}")
+    return "; ".join(lines) or "No user-installed extensions to check."
+
+
+def update_all(ctx: Any, builtin_dir: str | Path = BUILTIN_EXTENSIONS_DIR) -> str:
+    """Fast-forward every user-installed extension that is behind its remote; failures are reported per extension."""
+    allowed, reason = extension_access_allowed(ctx.args)
+    if not allowed:
+        return reason
+    updated, failed = [], []
+    for ext in list_installed(ctx, builtin_dir):
+        if ext.is_builtin or not extensions.check_for_updates(ext):
+            continue
+        try:
+            if extensions.update_extension(ext):
+                updated.append(ext.name)
+        except AtelierError as e:
+            failed.append(f"{ext.name} ({e.message})")
+    text = f"Updated: {', '.join(updated)}. Restart the UI to load them." if updated else "Nothing to update."
+    return text + (f" Failed: {'; '.join(failed)}." if failed else "")
+
+
 # UI -------------------------------------------------------------------------------------------------------------------
 def _message(text: str) -> str:
     return f'<p class="extensions-message">{html.escape(text)}</p>'
@@ -181,6 +212,8 @@ def create_extensions_tab(ctx: Any) -> None:
                 apply_button = gr.Button("Apply", variant="primary", elem_id="extensions_apply")
                 restart_button = gr.Button("Apply and restart UI", elem_id="extensions_apply_restart")
                 refresh_button = gr.Button("Refresh list", elem_id="extensions_refresh")
+                check_button = gr.Button("Check for updates", elem_id="extensions_check")
+                update_button = gr.Button("Update all", elem_id="extensions_update")
             found = listing()
             enabled = gr.CheckboxGroup(choices=[e.name for e in found], value=[e.name for e in found if e.enabled],
                                        label="Enabled extensions", elem_id="extensions_enabled")
@@ -210,6 +243,8 @@ def create_extensions_tab(ctx: Any) -> None:
     listed = [table, enabled, shown_names]
     private = {"show_progress": "hidden", "api_visibility": "private"}
     refresh_button.click(refresh, outputs=listed, **private)
+    check_button.click(lambda: _message(check_updates(ctx)), outputs=[apply_result], **private)
+    update_button.click(lambda: [_message(update_all(ctx)), *refresh()], outputs=[apply_result, *listed], **private)
     apply_button.click(apply, inputs=[enabled, shown_names], outputs=[apply_result, *listed], **private)
     # the page starts watching for the rebuilt app before the request goes out (javascript in modules.ui_assets)
     restart_button.click(restart, inputs=[enabled, shown_names], outputs=[apply_result, *listed],

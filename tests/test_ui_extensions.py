@@ -15,10 +15,12 @@ from modules.options import Options
 from modules.shared_options import options_templates
 from modules.ui_extensions import (
     apply_enabled,
+    check_updates,
     extension_access_allowed,
     extensions_table_html,
     install_from_url,
     list_installed,
+    update_all,
 )
 
 
@@ -169,3 +171,21 @@ def test_install_failure_is_a_message(tmp_path: Path) -> None:
     message = install_from_url(f"file://{missing}", "", "x", context(tmp_path / "ext"))
     assert message.startswith(f"Installing file://{missing} failed: git clone")
     assert not (tmp_path / "ext" / "x").exists()
+
+
+def test_check_for_updates_and_update_all(extension_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    """Install from a local repository, commit upstream, then the buttons' functions report and fast-forward it."""
+    _, user = extension_dirs
+    source = user / "sd-webui-demo"
+    ctx = context(tmp_path / "installed")
+    no_builtins = tmp_path / "no-builtins"
+    assert install_from_url(str(source), "dev", "demo", ctx).startswith("Installed")
+    assert check_updates(ctx, no_builtins) == "demo: latest"
+    assert update_all(ctx, no_builtins) == "Nothing to update."
+
+    (source / "scripts" / "demo.py").write_text("x = 2\n")
+    _git(source, "commit", "-q", "-am", "second")
+    assert check_updates(ctx, no_builtins) == "demo: update available"
+    assert update_all(context(tmp_path / "installed", "--listen"), no_builtins).startswith("Extension access is")
+    assert update_all(ctx, no_builtins) == "Updated: demo. Restart the UI to load them."
+    assert (tmp_path / "installed" / "demo" / "scripts" / "demo.py").read_text() == "x = 2\n"
