@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 from starlette.routing import Mount
 
-from modules import ui_assets
+from modules import localization, ui_assets
 
 
 def add_middleware(app: FastAPI, args: argparse.Namespace) -> None:
@@ -36,7 +36,8 @@ def mount_ui(app: FastAPI, args: argparse.Namespace, credentials: list[tuple[str
     blocks.queue(default_concurrency_limit=1)
     allowed = [str(ctx.paths.outputs_dir), *(getattr(args, "gradio_allowed_path", None) or [])]
     app.state.atelier_blocks = blocks
-    head = ui_assets.page_head(args, exts, build_id, getattr(blocks, "atelier_tooltips", None))
+    translations = localization.selected_localization(ctx.opts, ctx.paths, exts)
+    head = ui_assets.page_head(args, exts, build_id, getattr(blocks, "atelier_tooltips", None), translations)
     return gr.mount_gradio_app(app, blocks, path="/", auth=credentials or None, allowed_paths=allowed, head=head,
                                css_paths=ui_assets.css_files(ctx.paths, exts) or None, show_error=True,
                                footer_links=["api", "settings"], run_history=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from modules import localization
 from modules.options import OptionInfo, options_section
 
 SAVING = ("saving-images", "Saving images/grids")
@@ -97,6 +98,8 @@ options_templates.update(options_section(UI, {
     "add_model_name_to_info": OptionInfo(True, "Add model name to infotext"),
     "add_version_to_infotext": OptionInfo(True, "Add program version to infotext"),
     "return_grid": OptionInfo(True, "Show grid in gallery"),
+    "localization": OptionInfo(localization.NONE, "Localization",
+                               component_args=localization.setting_choices).needs_reload_ui(),
 }))
 
 options_templates.update(options_section(SYSTEM, {

@@ -3,7 +3,8 @@
 A1111's order: the repository's ``javascript/*.js``, then each active extension's ``javascript/*.js`` as classic
 scripts, then every ``*.mjs`` as ES modules; style sheets are the root ``style.css``, each active extension's
 ``style.css``, then ``user.css`` from the data folder. Scripts are inlined into Gradio's ``head=`` (Gradio re-creates
-them so they run); style sheets go to ``css_paths=``. Localizations are not served yet.
+them so they run); style sheets go to ``css_paths=``. The selected localization (``modules.localization``) is
+embedded as ``window.localization`` ahead of the scripts, so ``javascript/localization.js`` finds it.
 """
 
 from __future__ import annotations
@@ -76,15 +77,26 @@ def _inline_script(path: Path, module: bool) -> str:
     return f"<script{kind} data-source='{html.escape(f'{owner}/{path.name}')}'>{source}</script>"
 
 
+def _json_for_script(data: Any) -> str:
+    return json.dumps(data).replace("</", "<\\/")
+
+
+def localization_script(translations: dict[str, str]) -> str:
+    """``window.localization = {...}`` for ``javascript/localization.js``; nothing when no localization is selected."""
+    return f"<script>window.localization = {_json_for_script(translations)};</script>" if translations else ""
+
+
 def page_head(args: argparse.Namespace, exts: Iterable[extensions.Extension], build_id: str,
-              tooltips: dict[str, str] | None = None) -> str:
-    """The page's ``<head>`` additions: theme switch, tooltips, the build id (for reloads) and every script."""
+              tooltips: dict[str, str] | None = None, translations: dict[str, str] | None = None) -> str:
+    """The page's ``<head>`` additions: theme switch, tooltips, the build id (for reloads), the selected
+    localization's ``translations`` and every script."""
+    exts = list(exts)
     parts = [theme_script(getattr(args, "theme", None)),
              f"<script>window.atelierServerBuild = {json.dumps(build_id)};</script>", RESTART_RELOAD_JS]
     if tooltips:
-        data = json.dumps(tooltips).replace("</", "<\\/")
-        parts.append(f"<script>window.atelierTooltips = {data};</script>")
-    classic, modules = script_files(list(exts))
+        parts.append(f"<script>window.atelierTooltips = {_json_for_script(tooltips)};</script>")
+    parts.append(localization_script(translations))
+    classic, modules = script_files(exts)
     parts += [_inline_script(p, module=False) for p in classic]
     parts += [_inline_script(p, module=True) for p in modules]
     return "\n".join(p for p in parts if p)
