@@ -11,28 +11,22 @@ The copy of ``test_ext`` gets one more script file, ``scripts/app_wiring.py`` (b
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
 from tests.ui.conftest import UI_DEFAULTS, open_tab
+from tests.ui.server_process import ServerProcess, server_process
 
 expect = pytest.importorskip("playwright.sync_api").expect
 
 FIXTURES = ROOT / "tests" / "fixtures" / "extensions"
-START = "import sys; from modules import launch_utils; launch_utils.start(sys.argv[1:])"
 RESTART_TIMEOUT_S = 120
 GENERATION_TIMEOUT_MS = 120_000
 
@@ -65,17 +59,6 @@ script_callbacks.on_ui_settings(settings)
 '''
 
 
-@dataclass
-class ExtServer:
-    url: str
-    data_dir: Path
-    proc: subprocess.Popen
-    output: list[str] = field(default_factory=list)
-
-    def log(self) -> str:
-        return "".join(self.output)
-
-
 def http(url: str, payload: dict | None = None) -> tuple[int, Any]:
     data = json.dumps(payload).encode() if payload is not None else None
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
@@ -89,7 +72,7 @@ def http(url: str, payload: dict | None = None) -> tuple[int, Any]:
 
 
 @pytest.fixture(scope="module")
-def ext_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExtServer]:
+def ext_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     from tests.sd.factory import write_tiny_checkpoint
 
     data_dir = tmp_path_factory.mktemp("ext-data")
@@ -101,39 +84,13 @@ def ext_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExtServer]:
                         ignore=shutil.ignore_patterns("__pycache__", "*.marker"))
     (data_dir / "extensions" / "test_ext" / "scripts" / "app_wiring.py").write_text(APP_WIRING_SCRIPT)
 
-    port = free_port()
-    env = {**os.environ, "COMMANDLINE_ARGS": "", "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    flags = ["--data-dir", str(data_dir), "--ckpt-dir", str(ckpt_dir), "--port", str(port), "--api",
-             "--test-ext-flag", "--test-ext-value", "from-the-command-line"]
-    proc = subprocess.Popen([sys.executable, "-c", START, *flags], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    server = ExtServer(f"http://127.0.0.1:{port}", data_dir, proc)
-    ready = threading.Event()
-
-    def read() -> None:
-        for line in proc.stdout:
-            server.output.append(line)
-            if "ready:" in line:
-                ready.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    deadline = time.time() + 240
-    while not ready.is_set() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    try:
-        if not ready.is_set():
-            pytest.fail("the server did not start:\n" + server.log()[-5000:])
+    flags = ["--ckpt-dir", str(ckpt_dir), "--api", "--test-ext-flag", "--test-ext-value", "from-the-command-line"]
+    with server_process(data_dir, *flags) as server:
         yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture
-def ext_page(browser: Any, ext_server: ExtServer) -> Iterator[Any]:
+def ext_page(browser: Any, ext_server: ServerProcess) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(30_000)
     tab = context.new_page()
@@ -146,7 +103,7 @@ def ext_page(browser: Any, ext_server: ExtServer) -> Iterator[Any]:
 
 
 # flags, installer, listings ----------------------------------------------------------------------------------------
-def test_preload_flags_parse_and_install_py_ran(ext_server: ExtServer) -> None:
+def test_preload_flags_parse_and_install_py_ran(ext_server: ServerProcess) -> None:
     status, flags = http(ext_server.url + "/sdapi/v1/cmd-flags")
     assert status == 200
     assert flags["test_ext_flag"] is True and flags["test_ext_value"] == "from-the-command-line"
@@ -154,7 +111,7 @@ def test_preload_flags_parse_and_install_py_ran(ext_server: ExtServer) -> None:
     assert marker.read_text().startswith("pytest installed: True")
 
 
-def test_scripts_extensions_and_settings_are_listed(ext_server: ExtServer) -> None:
+def test_scripts_extensions_and_settings_are_listed(ext_server: ServerProcess) -> None:
     status, listed = http(ext_server.url + "/sdapi/v1/scripts")
     assert status == 200
     assert {"test selectable", "test txt2img only", "x/y/z plot"} <= set(listed["txt2img"])
@@ -169,12 +126,12 @@ def test_scripts_extensions_and_settings_are_listed(ext_server: ExtServer) -> No
     assert options["test_ext_option"] == "fast"  # declared by on_ui_settings
 
 
-def test_app_started_route_answers(ext_server: ExtServer) -> None:
+def test_app_started_route_answers(ext_server: ServerProcess) -> None:
     assert http(ext_server.url + "/test-ext/hello") == (200, {"greeting": "hello from test_ext", "has_demo": True})
     assert http(ext_server.url + "/internal/ping")[1]["status"] == "ok"
 
 
-def test_alwayson_script_runs_through_the_api_and_broken_ext_is_only_logged(ext_server: ExtServer) -> None:
+def test_alwayson_script_runs_through_the_api_and_broken_ext_is_only_logged(ext_server: ServerProcess) -> None:
     payload = {"prompt": "a cube", "steps": 2, "width": 32, "height": 32, "seed": 5, "sampler_name": "Euler",
                "force_task_id": "task(acceptance)",
                "alwayson_scripts": {"Test AlwaysOn": {"args": [1.5, True, "slow"]}}}
@@ -190,7 +147,7 @@ def test_alwayson_script_runs_through_the_api_and_broken_ext_is_only_logged(ext_
 
 
 # the page ---------------------------------------------------------------------------------------------------------
-def test_page_loads_the_extension_scripts_and_style(ext_server: ExtServer, ext_page: Any) -> None:
+def test_page_loads_the_extension_scripts_and_style(ext_server: ServerProcess, ext_page: Any) -> None:
     status, html = http(ext_server.url + "/")
     assert status == 200
     assert "window.testExtLoaded = true;" in html and "export const testExtModule = true;" in html
@@ -231,7 +188,7 @@ def test_txt2img_ui_passes_the_alwayson_controls_to_the_script(ext_page: Any) ->
 
 
 # last: disable test_ext and restart -------------------------------------------------------------------------------
-def _wait_for_new_build(page: Any, old_build: str, server: ExtServer) -> None:
+def _wait_for_new_build(page: Any, old_build: str, server: ServerProcess) -> None:
     deadline = time.time() + RESTART_TIMEOUT_S
     while time.time() < deadline:
         try:
@@ -260,7 +217,7 @@ def _uncheck_for_good(page: Any, box: Any) -> None:
     expect(box).not_to_be_checked()
 
 
-def test_disable_and_restart_removes_everything_test_ext_brought(ext_server: ExtServer, ext_page: Any) -> None:
+def test_disable_and_restart_removes_everything_test_ext_brought(ext_server: ServerProcess, ext_page: Any) -> None:
     page = ext_page
     old_build = page.evaluate("() => window.atelierServerBuild")
     open_tab(page, "tab_extensions")

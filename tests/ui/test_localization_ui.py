@@ -6,23 +6,17 @@ input and generation untouched) and in the server log (the broken file is named)
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, free_port
 from tests.ui.conftest import UI_DEFAULTS
+from tests.ui.server_process import server_process
 
 expect = pytest.importorskip("playwright.sync_api").expect
 
-START = "import sys; from modules import launch_utils; launch_utils.start(sys.argv[1:])"
 GERMAN = {"Generate": "Erzeugen", "Sampling method": "Abtastverfahren", "Prompt": "Eingabe"}
 GENERATION_TIMEOUT_MS = 120_000
 
@@ -42,34 +36,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     (data_dir / "localizations").mkdir()
     (data_dir / "localizations" / "de_DE.json").write_text("{not json", encoding="utf8")
 
-    port = free_port()
-    env = {**os.environ, "COMMANDLINE_ARGS": "", "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    flags = ["--data-dir", str(data_dir), "--ckpt-dir", str(ckpt_dir), "--port", str(port)]
-    proc = subprocess.Popen([sys.executable, "-c", START, *flags], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    output: list[str] = []
-    ready = threading.Event()
-
-    def read() -> None:
-        for line in proc.stdout:
-            output.append(line)
-            if "ready:" in line:
-                ready.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    deadline = time.time() + 240
-    while not ready.is_set() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    try:
-        if not ready.is_set():
-            pytest.fail("the server did not start:\n" + "".join(output)[-5000:])
-        yield f"http://127.0.0.1:{port}/", data_dir, output
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with server_process(data_dir, "--ckpt-dir", str(ckpt_dir)) as server:
+        yield f"{server.url}/", data_dir, server.output
 
 
 def test_the_selected_localization_translates_the_page_and_generation_still_works(
