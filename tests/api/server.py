@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import requests
+import torch
 import uvicorn
 from fastapi import FastAPI
 from PIL import Image, PngImagePlugin
@@ -113,3 +115,16 @@ def assert_error(response: requests.Response, status: int, *words: str) -> dict[
     for word in words:
         assert word.lower() in body["detail"].lower(), body
     return body
+
+
+@contextlib.contextmanager
+def serving_on_one_thread(tmp: Path, model: Any, ckpt_dir: Path) -> Iterator[Served]:
+    """:func:`serve` for a test module, with torch on one thread (jobs stay fast on the 2 shared cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    served = serve(tmp, model, ckpt_dir)
+    try:
+        yield served
+    finally:
+        served.stop()
+        torch.set_num_threads(threads)

@@ -11,23 +11,18 @@ from typing import Any
 
 import pytest
 import requests
-import torch
 from PIL import Image
 
 from modules.infotext import parse_generation_parameters
-from tests.api.server import TINY, Served, assert_error, b64_png, serve
+from tests.api.server import TINY, Served, assert_error, b64_png, serve, serving_on_one_thread
 
 pytest_plugins = ["tests.pipeline_fixtures"]
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, tiny_sd1: Any, tiny_checkpoint_dir: Path) -> Iterator[Served]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    served = serve(tmp_path_factory.mktemp("api"), tiny_sd1, tiny_checkpoint_dir)
-    yield served
-    served.stop()
-    torch.set_num_threads(threads)
+    with serving_on_one_thread(tmp_path_factory.mktemp("api"), tiny_sd1, tiny_checkpoint_dir) as served:
+        yield served
 
 
 def test_txt2img_returns_png_with_parseable_parameters(api: Served) -> None:

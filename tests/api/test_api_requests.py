@@ -12,24 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from PIL import Image
 
 from modules.api import image_fetch
 from modules.errors import InvalidRequest
-from tests.api.server import TINY, Served, assert_error, b64_png, decode, serve
+from tests.api.server import TINY, Served, assert_error, b64_png, decode, serving_on_one_thread
 
 pytest_plugins = ["tests.pipeline_fixtures"]
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, tiny_sd1: Any, tiny_checkpoint_dir: Path) -> Iterator[Served]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    served = serve(tmp_path_factory.mktemp("api-requests"), tiny_sd1, tiny_checkpoint_dir)
-    yield served
-    served.stop()
-    torch.set_num_threads(threads)
+    with serving_on_one_thread(tmp_path_factory.mktemp("api-requests"), tiny_sd1, tiny_checkpoint_dir) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import webuiapi
 from PIL import Image
 
-from tests.api.server import Served, serve
+from tests.api.server import Served, serving_on_one_thread
 
 pytest_plugins = ["tests.pipeline_fixtures"]
 
@@ -24,12 +23,8 @@ SMALL = {"steps": 2, "width": 32, "height": 32, "cfg_scale": 5.0}
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, tiny_sd1: Any, tiny_checkpoint_dir: Path) -> Iterator[Served]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    server = serve(tmp_path_factory.mktemp("webuiapi"), tiny_sd1, tiny_checkpoint_dir)
-    yield server
-    server.stop()
-    torch.set_num_threads(threads)
+    with serving_on_one_thread(tmp_path_factory.mktemp("webuiapi"), tiny_sd1, tiny_checkpoint_dir) as server:
+        yield server
 
 
 @pytest.fixture
