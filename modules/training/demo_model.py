@@ -101,6 +101,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log = TrainingLog(out / LOG_FILE)
     threads = choose_threads(args.threads)
     torch.set_num_threads(threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     config: DemoModelConfig = with_prediction(TINY if args.tiny else DEMO, args.prediction)
     vae_s, unet_s = budgets(args.minutes, args.vae_share)
     if args.vae_minutes is not None:
@@ -108,15 +112,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.unet_minutes is not None:
         unet_s = args.unet_minutes * 60
     log(f"demo model: {'resuming' if args.resume else 'starting'}; budget VAE {vae_s / 60:.1f} min, UNet "
-        f"{unet_s / 60:.1f} min; {threads} thread(s) (load {load_average():.2f}); work dir {work_dir}")
+        f"{unet_s / 60:.1f} min; on {device} with {threads} thread(s) (load {load_average():.2f}); work dir {work_dir}")
     started = time.monotonic()
     vae, vae_info = train_vae(config, work_dir, vae_s, settings=vae_settings, max_steps=args.vae_steps,
-                              resume=args.resume, log=log, show_bar=not args.no_bar)
+                              resume=args.resume, log=log, show_bar=not args.no_bar, device=device,
+                              data_workers=args.data_workers)
     model, unet_info = train_unet(config, vae, work_dir, unet_s, settings=unet_settings, max_steps=args.unet_steps,
-                                  resume=args.resume, log=log, show_bar=not args.no_bar)
+                                  resume=args.resume, log=log, show_bar=not args.no_bar, device=device)
+    model.cpu()
+    vae.cpu()
     metrics: dict[str, Any] = {
         "config": asdict(config), "vae_settings": asdict(vae_settings), "unet_settings": asdict(unet_settings),
-        "threads": threads, "vae": vae_info, "unet": unet_info,
+        "threads": threads, "device": str(device), "vae": vae_info, "unet": unet_info,
         "session_minutes": (time.monotonic() - started) / 60,
     }
     path = export_checkpoint(out / CHECKPOINT_FILE, config, model.unet, vae, model.text.merged(),
@@ -160,6 +167,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prediction", choices=("v_prediction", "epsilon"), default="v_prediction")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores, fewer under load)")
+    parser.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda (default cpu)")
+    parser.add_argument("--data-workers", type=int, default=0,
+                        help="processes rendering VAE training pictures ahead (useful with --device cuda)")
     parser.add_argument("--tiny", action="store_true", help="toy sizes (32 px) for smoke runs")
     parser.add_argument("--no-eval", action="store_true", help="skip judging the exported model")
     parser.add_argument("--eval-prompts", type=int, default=24)

@@ -29,18 +29,19 @@ def encoder_digest(vae: AutoencoderKL) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted({**vae.encoder.state_dict(), **vae.quant_conv.state_dict()}.items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().float().contiguous().numpy().tobytes())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
 @torch.no_grad()
 def encode_pool(vae: AutoencoderKL, seed: int, count: int, image_size: int, batch: int = 128) -> Tensor:
-    """Scaled latents (posterior means, as the UNet sees them) of dataset samples 0..count-1, in fp16."""
+    """Scaled latents (posterior means, as the UNet sees them) of dataset samples 0..count-1, in fp16 on the CPU."""
+    device = vae.quant_conv.weight.device
     chunks = []
     for start in range(0, count, batch):
         samples = ds.make_batch(seed, start, min(batch, count - start), image_size)
         images = ds.to_tensor_batch([s.image for s in samples])
-        chunks.append(vae.encode_to_latent(images, sample=False).to(torch.float16))
+        chunks.append(vae.encode_to_latent(images.to(device), sample=False).to("cpu", torch.float16))
     return torch.cat(chunks)
 
 

@@ -111,8 +111,7 @@ class EMA:
     @torch.no_grad()
     def update(self, step: int) -> None:
         weight = 1.0 - min(self.decay, (1 + step) / (10 + step))
-        for shadow, param in zip(self.shadow, self.params, strict=True):
-            shadow.lerp_(param.detach(), weight)
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], weight)  # one kernel, not one per tensor
 
     @torch.no_grad()
     def copy_to_params(self) -> None:
@@ -164,7 +163,7 @@ def loss_weights(alphas_cumprod: Tensor, prediction_type: str, gamma: float) -> 
 def diffusion_loss(model: DemoDiffusion, latents: Tensor, tokens: Tensor, timesteps: Tensor, noise: Tensor,
                    schedule: DiscreteSchedule, prediction_type: str, gamma: float) -> Tensor:
     """Weighted MSE between the model's prediction on noised latents and the v / epsilon target."""
-    alphas = schedule.alphas_cumprod.to(torch.float32)[timesteps]
+    alphas = schedule.alphas_cumprod.to(latents.device, torch.float32)[timesteps]
     a = alphas.sqrt()[:, None, None, None]
     s = (1 - alphas).sqrt()[:, None, None, None]
     noisy = a * latents + s * noise
@@ -199,24 +198,28 @@ def training_batch(pool: Tensor, specs: Sequence[ds.ShapeSpec], combinations: di
         template = ds.random_template(rng)
         texts.append("" if drop else ds.caption(spec, template))
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    return pool[torch.tensor(index)].float(), token_batch(texts), generator
+    return pool[torch.tensor(index, device=pool.device)].float(), token_batch(texts), generator
 
 
 def train_unet(config: DemoModelConfig, vae: AutoencoderKL, work_dir: Path, budget_s: float, *,
                settings: UNetSettings = UNetSettings(), max_steps: int | None = None, resume: bool = True,
-               log: TrainingLog | None = None, show_bar: bool = True) -> tuple[DemoDiffusion, dict[str, Any]]:
-    """Train (or resume, or load when complete) the UNet + text encoder; returns the EMA weights in eval mode."""
+               log: TrainingLog | None = None, show_bar: bool = True,
+               device: torch.device | str = "cpu") -> tuple[DemoDiffusion, dict[str, Any]]:
+    """Train (or resume, or load when complete) the UNet + text encoder; returns the EMA weights in eval mode, on
+    ``device``. The batches' random draws stay on the CPU, so the data seen does not depend on the device."""
     path = work_dir / CHECKPOINT_NAME
     state = load_checkpoint(path) if resume else None
     model = DemoDiffusion(config, settings.seed)
+    if state is not None:
+        model.load_state_dict(state["model"])
+    model.to(device)
     params = trainable_parameters(model)
     optimizer = make_optimizer(model, settings)
     ema = EMA(params, settings.ema_decay)
     step, elapsed = 0, 0.0
     if state is not None:
-        model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        ema.shadow = [t.clone() for t in state["ema"]]
+        ema.shadow = [t.to(device, copy=True) for t in state["ema"]]
         step, elapsed = int(state["step"]), float(state["elapsed"])
         if state.get("complete"):
             ema.copy_to_params()
@@ -232,6 +235,7 @@ def train_unet(config: DemoModelConfig, vae: AutoencoderKL, work_dir: Path, budg
     if settings.batch_size % settings.latents_per_caption:
         raise ValueError("batch_size must be a multiple of latents_per_caption")
     pool, specs = load_or_build_pool(vae, work_dir, settings.seed, settings.pool_size, config.image_size, log)
+    pool = pool.to(device)
     combinations = combination_index(specs)
     schedule = DiscreteSchedule.ldm_linear(config.prediction_type)
     loop = BudgetedLoop("unet", budget_s, start_step=step, elapsed=elapsed, max_steps=max_steps, log=log,
@@ -249,8 +253,9 @@ def train_unet(config: DemoModelConfig, vae: AutoencoderKL, work_dir: Path, budg
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(settings.lr, loop.fraction, step, settings.warmup_steps)
             latents, tokens, generator = training_batch(pool, specs, combinations, settings, step)
-            timesteps = sample_timesteps(generator, len(latents), settings)
-            noise = torch.randn(latents.shape, generator=generator)
+            timesteps = sample_timesteps(generator, len(latents), settings).to(device)
+            noise = torch.randn(latents.shape, generator=generator).to(device)
+            tokens = tokens.to(device)
             loss = diffusion_loss(model, latents, tokens, timesteps, noise, schedule, config.prediction_type,
                                   settings.min_snr_gamma)
             optimizer.zero_grad(set_to_none=True)

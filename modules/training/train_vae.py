@@ -11,7 +11,12 @@ unchanged; the diffusion model then trains on well-scaled latents and the checkp
 
 from __future__ import annotations
 
+import collections
+import functools
+import itertools
 import math
+import multiprocessing
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -69,9 +74,9 @@ def training_images(settings: VAESettings, step: int, size: int) -> Tensor:
     return ds.to_tensor_batch([s.image for s in samples])
 
 
-def step_generator(seed: int, step: int) -> torch.Generator:
-    """A torch generator that depends only on (seed, step): resumed runs draw the same noise."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63))
+def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator that depends only on (seed, step): resumed runs draw the same noise (on one device type)."""
+    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + step) % (2**63))
 
 
 def new_vae(config: DemoModelConfig, seed: int) -> AutoencoderKL:
@@ -81,15 +86,20 @@ def new_vae(config: DemoModelConfig, seed: int) -> AutoencoderKL:
 
 def train_vae(config: DemoModelConfig, work_dir: Path, budget_s: float, *, settings: VAESettings = VAESettings(),
               max_steps: int | None = None, resume: bool = True, log: TrainingLog | None = None,
-              show_bar: bool = True) -> tuple[AutoencoderKL, dict[str, Any]]:
-    """Train (or resume, or just load when already complete) the VAE; returns it in eval mode and its run info."""
+              show_bar: bool = True, device: torch.device | str = "cpu",
+              data_workers: int = 0) -> tuple[AutoencoderKL, dict[str, Any]]:
+    """Train (or resume, or just load when already complete) the VAE; returns it in eval mode on ``device`` and its
+    run info. ``data_workers`` processes render the pictures ahead (worth it on a GPU, where drawing them in the
+    training process would leave the card waiting)."""
     path = work_dir / CHECKPOINT_NAME
     state = load_checkpoint(path) if resume else None
     vae = new_vae(config, settings.seed)
+    if state is not None:
+        vae.load_state_dict(state["model"])
+    vae.to(device)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.lr, betas=(0.9, 0.99), weight_decay=0.0)
     step, elapsed = 0, 0.0
     if state is not None:
-        vae.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
         if state.get("complete"):
@@ -109,12 +119,13 @@ def train_vae(config: DemoModelConfig, work_dir: Path, budget_s: float, *, setti
 
     vae.train()
     parts: dict[str, float] = {}
+    batches = prefetched_images(settings, step, config.image_size, data_workers)
     try:
         for step in loop:
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(settings.lr, loop.fraction, step, settings.warmup_steps)
-            images = training_images(settings, step, config.image_size)
-            loss, parts = vae_loss(vae, images, settings, step_generator(settings.seed, step))
+            images = next(batches).to(device, non_blocking=True)
+            loss, parts = vae_loss(vae, images, settings, step_generator(settings.seed, step, device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -127,6 +138,8 @@ def train_vae(config: DemoModelConfig, work_dir: Path, budget_s: float, *, setti
         if log:
             log(f"vae: interrupted at step {loop.step}; checkpoint saved, continue with --resume")
         raise
+    finally:
+        batches.close()
 
     vae.eval().requires_grad_(False)
     info: dict[str, Any] = {"steps": loop.step, "minutes": loop.elapsed / 60, "final": parts}
@@ -136,6 +149,28 @@ def train_vae(config: DemoModelConfig, work_dir: Path, budget_s: float, *, setti
     if log:
         log(f"vae: done after {loop.step} steps ({loop.elapsed / 60:.1f} min): {info['quality']}")
     return vae, info
+
+
+def prefetched_images(settings: VAESettings, start_step: int, size: int, workers: int) -> Iterator[Tensor]:
+    """The training batches of steps ``start_step, start_step + 1, ...`` in order; rendered by ``workers`` processes
+    ahead of use when ``workers > 0`` (the same pictures either way: each batch is a function of its step)."""
+    if workers <= 0:
+        for step in itertools.count(start_step):
+            yield training_images(settings, step, size)
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process that may hold a CUDA context
+    render = functools.partial(_render_step, settings.seed, settings.batch_size, size)
+    with context.Pool(workers) as pool:  # leaving the block (generator closed) terminates the workers
+        steps = itertools.count(start_step)
+        pending = collections.deque(pool.apply_async(render, (next(steps),)) for _ in range(4 * workers))
+        while True:  # a bounded window: Pool.imap would queue an endless step sequence all at once
+            pictures = pending.popleft().get()
+            pending.append(pool.apply_async(render, (next(steps),)))
+            yield ds.to_tensor_batch(list(pictures))
+
+
+def _render_step(seed: int, batch_size: int, size: int, step: int) -> np.ndarray:
+    return np.stack([s.image for s in ds.make_batch(seed, step * batch_size, batch_size, size)])
 
 
 @torch.no_grad()
@@ -153,7 +188,7 @@ def whiten_latents(vae: AutoencoderKL, config: DemoModelConfig, seed: int, count
     new log-variance = logvar + 2 ln c_k, and ``post_quant_conv`` undoes the map, so decoding is unchanged.
     """
     images = ds.to_tensor_batch([s.image for s in ds.make_batch(seed, 0, count, config.image_size)])
-    mean, std = latent_statistics(vae, images)
+    mean, std = latent_statistics(vae, images.to(vae.quant_conv.weight.device))
     c = 1.0 / (std.clamp_min(1e-6) * vae.config.scale_factor)
     k = vae.config.embed_dim
     quant, post = vae.quant_conv, vae.post_quant_conv
@@ -171,10 +206,10 @@ def vae_quality(vae: AutoencoderKL, config: DemoModelConfig, seed: int, count: i
     from modules.training.evaluate import score_images
 
     samples = ds.make_batch(seed, 0, count, config.image_size)
-    images = ds.to_tensor_batch([s.image for s in samples])
+    images = ds.to_tensor_batch([s.image for s in samples]).to(vae.quant_conv.weight.device)
     recon = torch.cat([vae(chunk) for chunk in images.split(64)]).clamp(-1, 1)
     mse = F.mse_loss((recon + 1) / 2, (images + 1) / 2).item()
-    pictures = [np.asarray(((r.permute(1, 2, 0) + 1) * 127.5).round().to(torch.uint8)) for r in recon]
+    pictures = [np.asarray(((r.permute(1, 2, 0) + 1) * 127.5).round().to(torch.uint8).cpu()) for r in recon]
     scores = score_images(pictures, [s.spec for s in samples])
     latents = vae.encode_to_latent(images, sample=False)
     return {"psnr": 10 * math.log10(1 / max(mse, 1e-10)), "colour": scores["colour"], "shape": scores["shape"],
