@@ -105,12 +105,15 @@ def post_json(url: str, payload: dict) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
-def test_nowebui_serves_the_sdapi_and_explains_a_missing_checkpoint(server):
+def test_nowebui_serves_the_sdapi_and_falls_back_to_the_demo_model(server):
+    """No checkpoint of the user's own: the shipped demo model answers (a missing one is tested in
+    tests/api/test_api_demo_model.py)."""
     url = server("--nowebui")
     status, body = get(url + "/sdapi/v1/samplers")
     assert status == 200 and "DPM++ 2M" in body
-    status, error = post_json(url + "/sdapi/v1/txt2img", {"prompt": "a", "steps": 2, "width": 64, "height": 64})
-    assert status == 404 and "No checkpoint" in error["detail"] and "models/Stable-diffusion" in error["hint"]
+    status, body = post_json(url + "/sdapi/v1/txt2img", {"prompt": "a", "steps": 2, "width": 64, "height": 64})
+    assert status == 200 and len(body["images"]) == 1
+    assert json.loads(body["info"])["sd_model_name"] == "atelier-demo"
 
 
 def test_api_generates_with_the_ckpt_flag(server, tmp_path):

@@ -15,7 +15,7 @@ from modules.paths import DEMO_CHECKPOINT_DIR
 from modules.training import shapes_dataset as ds
 from modules.training.demo_model import CHECKPOINT_FILE
 from modules.training.evaluate import analyze
-from tests.api.server import Served, b64_png, pixels, serve_with_cache
+from tests.api.server import Served, assert_error, b64_png, pixels, serve_with_cache
 
 pytestmark = pytest.mark.skipif(not (DEMO_CHECKPOINT_DIR / CHECKPOINT_FILE).is_file(),
                                 reason="the demo checkpoint is not in this checkout")
@@ -57,3 +57,11 @@ def test_img2img_on_the_demo_model_repaints_the_object_in_the_prompted_colour(fr
     assert response.status_code == 200, response.text
     seen = analyze(pixels(response.json()["images"][0]))
     assert (seen.colour, seen.background) == ("yellow", "blue"), seen
+
+
+def test_without_any_checkpoint_txt2img_explains_where_checkpoints_go(fresh_install: Served,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fresh_install.ctx, "checkpoints", {})
+    response = fresh_install.post("txt2img", json={**DEMO_REQUEST, "prompt": "a", "steps": 2})
+    assert_error(response, 404, "No checkpoint")
+    assert "models/Stable-diffusion" in response.json()["hint"]
