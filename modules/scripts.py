@@ -496,9 +496,13 @@ class ScriptRunner:
         return script.run(p, *args[script.args_from:script.args_to])
 
     @staticmethod
-    def _guard(script: Script, method: str, call: Callable[[], Any]) -> None:
+    def _guard(script: Script, method: str, call: Callable[[], Any], *, refuse: bool = False) -> None:
         try:
             call()
+        except InvalidRequest:
+            if refuse:
+                raise
+            log.exception("Error in %s, %s(); generation continues without it.", describe_script(script), method)
         except Exception:
             log.exception("Error in %s, %s(); generation continues without it.", describe_script(script), method)
 
@@ -514,10 +518,14 @@ class ScriptRunner:
             self._guard(script, method, lambda s=script, a=args: call(s, a))
 
     def setup_scrips(self, p: Any, *, is_ui: bool = True) -> None:
-        """``setup`` of every always-on script (A1111's spelling); API requests skip ``setup_for_ui_only`` ones."""
+        """``setup`` of every always-on script (A1111's spelling); API requests skip ``setup_for_ui_only`` ones.
+
+        ``setup`` runs while the request is prepared, before it is queued: a script that raises ``InvalidRequest``
+        there refuses the request (HTTP 422, or the UI's error message); any other failure is logged and the job runs
+        without that script, as for every other hook."""
         for script, args in self._each(p, "setup"):
             if is_ui or not script.setup_for_ui_only:
-                self._guard(script, "setup", lambda s=script, a=args: s.setup(p, *a))
+                self._guard(script, "setup", lambda s=script, a=args: s.setup(p, *a), refuse=True)
 
     setup_scripts = setup_scrips
 

@@ -205,3 +205,26 @@ def test_prepare_api_request_marks_api_jobs_and_skips_ui_only_setup(loaded: list
         scripts.prepare_api_request(StableDiffusionProcessingTxt2Img(prompt="x"), "img2img",
                                     SimpleNamespace(script_name="Test Txt2img Only", script_args=[],
                                                     alwayson_scripts=None))
+
+
+def test_setup_refusing_the_request_reaches_the_caller_other_setup_errors_do_not(
+        loaded: list[extensions.Extension], monkeypatch: pytest.MonkeyPatch) -> None:
+    from modules.errors import InvalidRequest
+    from modules.processing import StableDiffusionProcessingTxt2Img
+
+    runner = scripts.scripts_txt2img
+    script = runner.alwayson_scripts[0]
+    monkeypatch.setattr(script, "setup_for_ui_only", False)
+
+    def refuse(p, *args):
+        raise InvalidRequest("unit 0 has no picture", "Give it one.")
+
+    monkeypatch.setattr(script, "setup", refuse)
+    request = SimpleNamespace(script_name=None, script_args=[], alwayson_scripts={"test alwayson": {"args": [1.2]}})
+    with pytest.raises(InvalidRequest, match="no picture"):
+        scripts.prepare_api_request(StableDiffusionProcessingTxt2Img(prompt="x"), "txt2img", request)
+
+    monkeypatch.setattr(script, "setup", lambda p, *args: 1 / 0)
+    p = StableDiffusionProcessingTxt2Img(prompt="x")
+    scripts.prepare_api_request(p, "txt2img", request)  # logged; the job goes on without that script's setup
+    assert p.scripts is runner
