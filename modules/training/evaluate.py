@@ -174,8 +174,10 @@ class _Paths:
 
 
 def generate(model: Any, prompts: Sequence[str], seed: int, *, cfg_scale: float, steps: int = 20,
-             sampler_name: str = "DPM++ 2M", size: int = 64, negative_prompt: str = "") -> list[np.ndarray]:
-    """One picture per prompt (image i uses seed + i), through ``process_images`` like any UI or API request."""
+             sampler_name: str = "DPM++ 2M", size: int = 64, negative_prompt: str = "",
+             unet_hooks: Any = None) -> list[np.ndarray]:
+    """One picture per prompt (image i uses seed + i), through ``process_images`` like any UI or API request;
+    ``unet_hooks`` (a ``UNetHooks``, e.g. adapter features) goes to every UNet call."""
     from modules.options import Options
     from modules.processing import StableDiffusionProcessingTxt2Img, process_images
     from modules.shared_options import options_templates
@@ -186,6 +188,7 @@ def generate(model: Any, prompts: Sequence[str], seed: int, *, cfg_scale: float,
         width=size, height=size, cfg_scale=cfg_scale, sampler_name=sampler_name, batch_size=len(prompts),
         do_not_save_samples=True, do_not_save_grid=True)
     p.opts, p.state, p.paths = Options(options_templates), State(), _Paths()
+    p.unet_hooks = unet_hooks
     processed = process_images(p)
     return [np.asarray(image.convert("RGB")) for image in processed.images[processed.index_of_first_image:]]
 

@@ -23,6 +23,7 @@ from modules.options import OptionInfo
 
 EXTENSION_DIR = Path(__file__).resolve().parents[1]
 PREPROCESSORS_DIR = EXTENSION_DIR.parent / "preprocessors"
+SHIPPED_ADAPTERS_DIR = EXTENSION_DIR / "models"  # the demo adapter, trained on the demo model
 
 
 def _use_preprocessors() -> bool:
@@ -70,7 +71,8 @@ def unit_count(opts: Any = None) -> int:
 
 
 def adapter_catalog(p: Any = None) -> AdapterCatalog:
-    """The files in ``models/T2I-Adapter`` of the job's folders (else the app's, else the install's)."""
+    """The files in ``models/T2I-Adapter`` of the job's folders (else the app's, else the install's), then the demo
+    adapter shipped in this extension's ``models/``."""
     paths = getattr(p, "paths", None) or _shared("paths")
     if paths is not None and hasattr(paths, "model_dir"):
         folder, cache_file = paths.model_dir("T2I-Adapter"), getattr(paths, "cache_file", None)
@@ -78,7 +80,7 @@ def adapter_catalog(p: Any = None) -> AdapterCatalog:
         from modules.paths import ROOT
 
         folder, cache_file = ROOT / "models" / "T2I-Adapter", None
-    return AdapterCatalog.scan(folder, cache_file)
+    return AdapterCatalog.scan(folder, cache_file, SHIPPED_ADAPTERS_DIR)
 
 
 def _api_image_decoder(p: Any) -> Any:

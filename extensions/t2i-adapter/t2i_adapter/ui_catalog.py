@@ -49,13 +49,16 @@ class AdapterCatalog:
     cache_file: Path | None = None
 
     @classmethod
-    def scan(cls, folder: Path, cache_file: Path | None = None) -> AdapterCatalog:
+    def scan(cls, folder: Path, cache_file: Path | None = None, shipped: Path | None = None) -> AdapterCatalog:
+        """The user's ``folder``, then the adapters the extension ships in ``shipped`` (a user file of the same
+        name wins)."""
         folder = Path(folder)
         files = {}
-        for path in list_adapter_files(folder):
-            relative = path.relative_to(folder)
-            name = relative.as_posix() if path.is_dir() else relative.with_suffix("").as_posix()
-            files.setdefault(name, path)
+        for root in (folder, *([Path(shipped)] if shipped is not None else [])):
+            for path in list_adapter_files(root) if root.is_dir() else []:
+                relative = path.relative_to(root)
+                name = relative.as_posix() if path.is_dir() else relative.with_suffix("").as_posix()
+                files.setdefault(name, path)
         return cls(folder, files, cache_file)
 
     def names(self) -> list[str]:
