@@ -499,11 +499,9 @@ class ScriptRunner:
     def _guard(script: Script, method: str, call: Callable[[], Any], *, refuse: bool = False) -> None:
         try:
             call()
-        except InvalidRequest:
-            if refuse:
+        except Exception as e:
+            if refuse and isinstance(e, InvalidRequest):
                 raise
-            log.exception("Error in %s, %s(); generation continues without it.", describe_script(script), method)
-        except Exception:
             log.exception("Error in %s, %s(); generation continues without it.", describe_script(script), method)
 
     def _each(self, p: Any, method: str) -> Iterable[tuple[Script, list]]:
