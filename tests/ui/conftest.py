@@ -14,6 +14,8 @@ missing.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
 import threading
@@ -151,14 +153,34 @@ def browser() -> Iterator[Any]:
     reason = _missing_browser_reason()
     if reason is not None:
         pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
+    yield shared_browser()
 
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+
+_PLAYWRIGHT: dict[str, Any] = {}
+
+
+def shared_browser() -> Any:
+    """The test process's one headless Chromium. Playwright's sync API cannot run twice at once in one thread, and
+    test modules outside tests/ui (the built-in extensions' browser tests) need a browser too: they all get this one,
+    and open their own contexts or pages in it. Closed when the process exits."""
+    if "browser" not in _PLAYWRIGHT:
+        from playwright.sync_api import sync_playwright
+
+        playwright = sync_playwright().start()
+        _PLAYWRIGHT["playwright"] = playwright
+        _PLAYWRIGHT["browser"] = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                            args=CHROMIUM_ARGS)
+        atexit.register(_close_shared_browser)
+    return _PLAYWRIGHT["browser"]
+
+
+def _close_shared_browser() -> None:
+    browser, playwright = _PLAYWRIGHT.pop("browser", None), _PLAYWRIGHT.pop("playwright", None)
+    with contextlib.suppress(Exception):
+        if browser is not None:
+            browser.close()
+        if playwright is not None:
+            playwright.stop()
 
 
 # helpers for the test modules ---------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from tests.ui.server_process import ServerProcess, server_process
 expect = pytest.importorskip("playwright.sync_api").expect
 
 FIXTURES = ROOT / "tests" / "fixtures" / "extensions"
+BUILTIN = {folder.name for folder in (ROOT / "extensions").iterdir() if (folder / "scripts").is_dir()}
 RESTART_TIMEOUT_S = 120
 GENERATION_TIMEOUT_MS = 120_000
 
@@ -121,7 +122,10 @@ def test_scripts_extensions_and_settings_are_listed(ext_server: ServerProcess) -
     assert len(alwayson) == 1 and alwayson[0]["is_alwayson"]
     assert [a["label"] for a in alwayson[0]["args"]] == ["Test strength", "Test enabled", "Test mode"]
     status, exts = http(ext_server.url + "/sdapi/v1/extensions")
-    assert {e["name"]: e["enabled"] for e in exts} == {"broken_ext": True, "test_ext": True}
+    listed = {e["name"]: e["enabled"] for e in exts}
+    assert {name: enabled for name, enabled in listed.items() if name not in BUILTIN} == {"broken_ext": True,
+                                                                                          "test_ext": True}
+    assert all(listed[name] for name in BUILTIN), "the built-in extensions are listed and enabled"
     status, options = http(ext_server.url + "/sdapi/v1/options")
     assert options["test_ext_option"] == "fast"  # declared by on_ui_settings
 
@@ -245,4 +249,5 @@ def test_disable_and_restart_removes_everything_test_ext_brought(ext_server: Ser
                          "alwayson_scripts": {"Test AlwaysOn": {"args": [1.0]}}})
     assert status == 422 and "Test AlwaysOn" in json.dumps(body)
     exts = {e["name"]: e["enabled"] for e in http(ext_server.url + "/sdapi/v1/extensions")[1]}
-    assert exts == {"broken_ext": True, "test_ext": False}
+    assert {name: enabled for name, enabled in exts.items() if name not in BUILTIN} == {"broken_ext": True,
+                                                                                        "test_ext": False}

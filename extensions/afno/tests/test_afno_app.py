@@ -46,22 +46,20 @@ def test_routes_serve_the_shipped_model(app: ServerProcess) -> None:
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"needs Chromium at {CHROMIUM}")
 def test_tab_rolls_out_in_the_browser(app: ServerProcess) -> None:
-    from playwright.sync_api import sync_playwright
+    from tests.ui.conftest import shared_browser  # one Chromium per test process (Playwright's sync API)
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
-        try:
-            page = browser.new_page(viewport={"width": 1920, "height": 1080})
-            page.set_default_timeout(60_000)
-            page.goto(app.url + "/")
-            page.locator("#tab_txt2img").wait_for(state="visible")
-            # with many extension tabs Gradio may fold this one into its overflow menu: click it by script
-            page.locator("#tab_afno_lab-button").evaluate("button => button.click()")
-            page.locator("#afno_rollout_button").click()
-            message = page.locator("#afno_rollout_message")
-            message.get_by_text("Relative L2 at lead 1").wait_for()
-            assert page.locator("#afno_grid img").count() == 1
-            assert page.locator("#afno_gif img").count() == 1
-        finally:
-            browser.close()
+    context = shared_browser().new_context(viewport={"width": 1920, "height": 1080})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(app.url + "/")
+        page.locator("#tab_txt2img").wait_for(state="visible")
+        # with many extension tabs Gradio may fold this one into its overflow menu: click it by script
+        page.locator("#tab_afno_lab-button").evaluate("button => button.click()")
+        page.locator("#afno_rollout_button").click()
+        message = page.locator("#afno_rollout_message")
+        message.get_by_text("Relative L2 at lead 1").wait_for()
+        assert page.locator("#afno_grid img").count() == 1
+        assert page.locator("#afno_gif img").count() == 1
+    finally:
+        context.close()

@@ -11,6 +11,10 @@ import threading
 from collections.abc import Iterator
 from typing import Any, Literal
 
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
 from code_translator.errors import InvalidTranslationRequest, TranslationError, UnknownModel, VerifyRefused
 from code_translator.languages import LANGUAGES
 from code_translator.local_backend import local_model_names
@@ -27,9 +31,6 @@ from code_translator.settings import (
     run_allowed,
 )
 from code_translator.translator import MAX_REPAIR_ROUNDS, TranslationJob, Update, translate
-from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
 
 PREFIX = "/code-translator/v1"
 ERROR_MARK = "[code-translator error]"
