@@ -5,16 +5,28 @@ Every function returns a PIL image (or GIF bytes), drawn with matplotlib's Agg b
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
+import torch
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+if TYPE_CHECKING:
+    import matplotlib.pyplot as plt
+
+
+@functools.cache
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, imported at the first picture (it costs ~1 s of the app's start)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+
+    return matplotlib.pyplot
 
 VORTICITY_CMAP = "RdBu_r"
 ERROR_CMAP = "magma"
@@ -23,14 +35,14 @@ ERROR_CMAP = "magma"
 def _to_image(fig: plt.Figure) -> Image.Image:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=fig.dpi)
-    plt.close(fig)
+    _pyplot().close(fig)
     buffer.seek(0)
     return Image.open(buffer).convert("RGB")
 
 
 def loss_curve(losses: Sequence[tuple[int, float]], title: str = "training loss (relative L2)") -> Image.Image:
     """Loss per step (faint) and its running mean, on a log scale."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=100)
+    fig, ax = _pyplot().subplots(figsize=(5.5, 3.2), dpi=100)
     if losses:
         steps = np.array([s for s, _ in losses])
         values = np.array([v for _, v in losses])
@@ -53,7 +65,7 @@ def loss_curve(losses: Sequence[tuple[int, float]], title: str = "training loss 
 def error_vs_lead(curves: dict[str, Sequence[float]], reference: dict[str, float] | None = None,
                   dt: float = 1.0) -> Image.Image:
     """Relative L2 against lead time for each named curve; ``reference`` values are drawn as horizontal lines."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=100)
+    fig, ax = _pyplot().subplots(figsize=(5.5, 3.2), dpi=100)
     for name, values in curves.items():
         leads = np.arange(1, len(values) + 1) * dt
         ax.plot(leads, values, marker="o", markersize=3, label=name)
@@ -76,7 +88,7 @@ def _limits(truth: np.ndarray) -> float:
 def comparison_frame(truth: np.ndarray, pred: np.ndarray, lead: int, vmax: float, emax: float,
                      dt: float = 1.0) -> Image.Image:
     """One row: truth, prediction, |error| heat maps for one lead time."""
-    fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.7), dpi=80)
+    fig, axes = _pyplot().subplots(1, 3, figsize=(7.5, 2.7), dpi=80)
     err = np.abs(pred - truth)
     rel = float(np.linalg.norm(pred - truth) / max(np.linalg.norm(truth), 1e-12))
     panels = [(truth, "truth", VORTICITY_CMAP, -vmax, vmax), (pred, "prediction", VORTICITY_CMAP, -vmax, vmax),
@@ -106,7 +118,7 @@ def heatmap_grid(truth: torch.Tensor, pred: torch.Tensor, leads: Sequence[int] |
     n = t.shape[0]
     leads = list(leads) if leads else sorted({round(x) for x in np.linspace(1, n, min(n, 5))})
     vmax, emax = _limits(t), float(np.abs(p - t).max()) or 1.0
-    fig, axes = plt.subplots(3, len(leads), figsize=(1.9 * len(leads) + 0.6, 5.8), dpi=80, squeeze=False)
+    fig, axes = _pyplot().subplots(3, len(leads), figsize=(1.9 * len(leads) + 0.6, 5.8), dpi=80, squeeze=False)
     for c, lead in enumerate(leads):
         fields = (t[lead - 1], p[lead - 1], np.abs(p[lead - 1] - t[lead - 1]))
         for r, (field, cmap, lo, hi) in enumerate(zip(fields, (VORTICITY_CMAP, VORTICITY_CMAP, ERROR_CMAP),
@@ -137,5 +149,5 @@ def field_image(field: torch.Tensor, vmax: float | None = None) -> Image.Image:
     """A single vorticity field as a coloured picture, for thumbnails."""
     f = field.float().cpu().numpy()
     vmax = vmax or _limits(f)
-    rgba = plt.get_cmap(VORTICITY_CMAP)((f / vmax + 1) / 2, bytes=True)
+    rgba = _pyplot().get_cmap(VORTICITY_CMAP)((f / vmax + 1) / 2, bytes=True)
     return Image.fromarray(rgba[::-1, :, :3])

@@ -240,7 +240,8 @@ def build_tab(lab: LabUi) -> gr.Blocks:
                     model = gr.Dropdown(models, value=models[0] if models else None, label="Model",
                                         elem_id="afno_model")
                     refresh = gr.Button("↻ Refresh models", size="sm")
-                    info = gr.Markdown(lab.model_info(models[0]) if models else "No model yet.")
+                    # filled when a page loads, not when the app starts (reading the model takes seconds)
+                    info = gr.Markdown(lab.model_info, inputs=[model]) if models else gr.Markdown("No model yet.")
                     seed = gr.Number(0, precision=0, label="Initial field seed (GRF)", elem_id="afno_seed")
                     t_start = gr.Slider(0, 40, value=10, step=1, label="Start time (solver warm-up)")
                     upload = gr.File(label="…or an initial field (.npy, n×n)", file_types=[".npy"],
