@@ -277,6 +277,7 @@ def _exec_script_file(source: ScriptSource) -> Any:
     current_basedir = source.basedir
     owner = script_callbacks.CallbackOwner(source.extension.name if source.extension else "builtin", source.path,
                                            source.extension.metadata if source.extension else None)
+    script_callbacks.remove_callbacks_for_script(source.path)  # loading a file again must not register twice
     try:
         with script_callbacks.loading_script(owner):
             spec = importlib.util.spec_from_file_location(os.path.basename(source.path), source.path)

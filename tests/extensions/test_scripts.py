@@ -228,3 +228,15 @@ def test_setup_refusing_the_request_reaches_the_caller_other_setup_errors_do_not
     p = StableDiffusionProcessingTxt2Img(prompt="x")
     scripts.prepare_api_request(p, "txt2img", request)  # logged; the job goes on without that script's setup
     assert p.scripts is runner
+
+
+def test_loading_the_scripts_again_does_not_register_their_callbacks_twice(
+        loaded: list[extensions.Extension], tmp_path: Path) -> None:
+    def registered() -> list:
+        return [c for category in script_callbacks.CATEGORIES for c in script_callbacks.ordered_callbacks(category)
+                if c.extension == "test_ext"]
+
+    first = registered()
+    assert first, "test_ext registers callbacks when its scripts run"
+    scripts.load_scripts(loaded, builtin_scripts_dir=tmp_path / "no-scripts")  # e.g. a second app in one process
+    assert len(registered()) == len(first)
