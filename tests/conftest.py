@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +22,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_app(app: Any, timeout: float = 30.0) -> tuple[str, Any, threading.Thread]:
+    """Serve the ASGI ``app`` with uvicorn on a free local port in a daemon thread, once it accepts connections:
+    (base URL, server, thread). Stop it with ``server.should_exit = True`` and ``thread.join``."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + timeout
+    while not server.started and thread.is_alive() and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    return f"http://127.0.0.1:{port}", server, thread
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import base64
 import contextlib
 import io
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from modules.options import Options
 from modules.paths import paths_from_args
 from modules.sd_models import ModelCache
 from modules.shared_options import options_templates
-from tests.conftest import free_port
+from tests.conftest import start_app
 
 TINY = {"prompt": "a red cube", "negative_prompt": "blurry", "seed": 5, "steps": 2, "width": 32, "height": 32,
         "cfg_scale": 5.0}
@@ -69,15 +68,8 @@ def serve(tmp: Path, model: Any, ckpt_dir: Path, *flags: str,
     ctx.refresh_checkpoints()
     app = FastAPI()
     Api(app, ctx)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    return Served(ctx, f"http://127.0.0.1:{port}", server, thread)
+    url, server, thread = start_app(app)
+    return Served(ctx, url, server, thread)
 
 
 def serve_with_cache(tmp: Path, ckpt_dir: Path, *flags: str) -> Served:

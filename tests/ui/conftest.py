@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import start_app
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -108,7 +107,6 @@ def _restore_shared(saved: dict[str, Any]) -> None:
 @pytest.fixture(scope="session")
 def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIServer]:
     import torch
-    import uvicorn
 
     from modules import webui
     from tests.sd.factory import write_tiny_checkpoint
@@ -126,15 +124,8 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIServer]:
         args = webui.initialize(["--skip-install", "--data-dir", str(data_dir), "--ckpt-dir", str(ckpt_dir)])
         app = webui.build_app(args)
         ctx = app.state.atelier_context
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, name="ui-test-server", daemon=True)
-        thread.start()
-        deadline = time.time() + 60
-        while not server.started and thread.is_alive() and time.time() < deadline:
-            time.sleep(0.05)
-        assert server.started, "uvicorn did not start the UI app"
-        yield UIServer(url=f"http://127.0.0.1:{port}/", ctx=ctx, paths=ctx.paths, data_dir=Path(ctx.paths.data_dir),
+        url, server, thread = start_app(app, timeout=60)
+        yield UIServer(url=f"{url}/", ctx=ctx, paths=ctx.paths, data_dir=Path(ctx.paths.data_dir),
                        args=args, app=app, server=server, thread=thread)
     finally:
         if ctx is not None:

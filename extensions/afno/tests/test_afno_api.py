@@ -30,7 +30,7 @@ from afno_lab.store import LabPaths  # noqa: E402
 from modules.internal_routes import add_internal_routes  # noqa: E402
 from modules.jobs import JobQueue  # noqa: E402
 from modules.shared_state import State  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from tests.conftest import free_port, start_app  # noqa: E402
 
 TINY_TRAIN = {"n_samples": 4, "t_end": 3, "resolution": 16, "n_test": 1, "steps": 4, "batch_size": 4,
               "patch_size": 4, "embed_dim": 16, "depth": 1, "num_blocks": 4, "warmup_steps": 1, "device": "cpu"}
@@ -70,16 +70,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     add_internal_routes(app, queue, "test")
     api = LabApi(queue, paths)
     mount(app, api)
-    port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not uv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert uv.started
+    url, uv, thread = start_app(app)
     try:
-        yield Server(f"http://127.0.0.1:{port}", queue, paths, api)
+        yield Server(url, queue, paths, api)
     finally:
         uv.should_exit = True
         thread.join(10)

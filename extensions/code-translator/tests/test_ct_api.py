@@ -4,8 +4,6 @@ reasons, the error line after a broken stream, verify through the API and its re
 from __future__ import annotations
 
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +20,7 @@ from code_translator.settings import HostContext  # noqa: E402
 from ct_fake_openai import Reply, ScriptedChatServer  # noqa: E402
 
 from modules.cmd_args import parse_args  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from tests.conftest import free_port, start_app  # noqa: E402
 
 JS = ["function add(a, b) {\n", "  return a + b;\n", "}\n"]
 BODY = {"input_language": "Python", "output_language": "JavaScript", "code": "def add(a, b):\n    return a + b\n"}
@@ -30,22 +28,14 @@ BODY = {"input_language": "Python", "output_language": "JavaScript", "code": "de
 
 class Served:
     def __init__(self, args: Any = None) -> None:
-        import uvicorn
         from fastapi import FastAPI
 
         self.opts = SimpleNamespace(data={"code_translator_model": "test-model"})
         self.args = args
         app = FastAPI()
         add_routes(app, HostContext(lambda: self.opts, lambda: None, lambda: self.args))
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}/code-translator/v1"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.time() + 20
-        while not self.server.started and time.time() < deadline:
-            time.sleep(0.05)
-        assert self.server.started
+        base, self.server, self.thread = start_app(app)
+        self.url = f"{base}/code-translator/v1"
 
     def translate(self, chat_url: str, **fields: Any) -> requests.Response:
         return requests.post(f"{self.url}/translate", json={**BODY, "base_url": chat_url, **fields}, timeout=60)

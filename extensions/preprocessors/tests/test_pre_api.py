@@ -10,7 +10,6 @@ import base64
 import importlib.util
 import io
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-import uvicorn
 from fastapi import FastAPI
 from PIL import Image
 
@@ -36,7 +34,7 @@ from modules.options import Options  # noqa: E402
 from modules.paths import paths_from_args  # noqa: E402
 from modules.shared_options import options_templates  # noqa: E402
 from modules.training.shapes_dataset import ShapeSpec, render  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from tests.conftest import start_app  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "preprocessors_tab.py"
 
@@ -100,16 +98,9 @@ def api_app(data_dir: Path, *flags: str) -> tuple[FastAPI, ApiContext]:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     fastapi_app, ctx = api_app(tmp_path_factory.mktemp("pre-api"), "--api")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(fastapi_app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    url, server, thread = start_app(fastapi_app)
     try:
-        deadline = time.time() + 30
-        while not server.started and thread.is_alive() and time.time() < deadline:
-            time.sleep(0.05)
-        assert server.started, "uvicorn did not start"
-        yield App(f"http://127.0.0.1:{port}", Path(ctx.paths.model_dir("annotators")))
+        yield App(url, Path(ctx.paths.model_dir("annotators")))
     finally:
         server.should_exit = True
         thread.join(10)
