@@ -136,7 +136,9 @@ def test_train_job_reports_progress_and_its_model_can_roll_out(server: Server) -
     assert response.status_code == 200, response.text
     task_id = response.json()["task_id"]
     assert task_id.startswith("task(afno-") and response.json()["progress"].endswith(task_id)
-    body = server.wait_training(task_id)
+    server.wait_training(task_id)
+    server.queue.get(task_id).wait(60)  # the run reports "done" just before its queue job returns
+    body = server.get(f"progress/{task_id}").json()
     assert body["phase"] == "done", body
     assert body["step"] == 4 and [s for s, _ in body["losses"]] == [1, 2, 3, 4]
     assert len(body["rollout_rel_l2"]) == 3 and body["queue"]["status"] == "done"
